@@ -1,0 +1,131 @@
+"""AES-256-GCM encryption at rest, with keys that rotate.
+
+Every ciphertext names the key that sealed it: `v1.<key id>.<base64url(nonce | ciphertext | tag)>`,
+where the key id is the first 8 hex digits of SHA-256(key). A `Keyring` seals with its primary key
+and opens with any key it holds, so a new primary key can be introduced while old rows are still
+readable, and re-encrypted in the background (`nango keys rotate`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import secrets
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from nango.errors import InternalError
+
+_VERSION = "v1"
+_NONCE_BYTES = 12
+
+
+class DecryptionFailed(InternalError):
+    code = "decryption_failed"
+    default_message = "Stored data could not be decrypted"
+
+
+class UnknownEncryptionKey(DecryptionFailed):
+    code = "unknown_encryption_key"
+    default_message = "Stored data was encrypted with a key that is not configured"
+
+
+def parse_key(encoded: str) -> bytes:
+    """A base64 string of exactly 32 bytes (`openssl rand -base64 32`), or ValueError."""
+    try:
+        raw = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("must be base64 (generate one with `openssl rand -base64 32`)") from None
+    if len(raw) != 32:
+        raise ValueError(f"must decode to 32 bytes for AES-256, got {len(raw)}")
+    return raw
+
+
+def generate_key() -> str:
+    """A new random key, base64-encoded."""
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def key_id(key: bytes) -> str:
+    return hashlib.sha256(key).hexdigest()[:8]
+
+
+def sha256_hex(value: str) -> str:
+    """Lookup hash for high-entropy secrets (API keys, session tokens)."""
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+class Keyring:
+    def __init__(self, primary: bytes, previous: list[bytes] | None = None) -> None:
+        self.primary_id = key_id(primary)
+        self._ciphers = {key_id(k): AESGCM(k) for k in [*(previous or []), primary]}
+
+    @classmethod
+    def from_encoded(cls, primary: str, previous: list[str] | None = None) -> Keyring:
+        return cls(parse_key(primary), [parse_key(p) for p in previous or []])
+
+    @property
+    def key_ids(self) -> list[str]:
+        return list(self._ciphers)
+
+    def seal(self, plaintext: str | bytes, aad: str = "") -> str:
+        data = plaintext.encode() if isinstance(plaintext, str) else plaintext
+        nonce = os.urandom(_NONCE_BYTES)
+        sealed = self._ciphers[self.primary_id].encrypt(nonce, data, aad.encode() or None)
+        body = base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
+        return f"{_VERSION}.{self.primary_id}.{body}"
+
+    def open(self, token: str, aad: str = "") -> bytes:
+        try:
+            version, kid, body = token.split(".", 2)
+        except ValueError:
+            raise DecryptionFailed("stored value is not a recognised ciphertext") from None
+        if version != _VERSION:
+            raise DecryptionFailed(f"unsupported ciphertext version {version!r}")
+        cipher = self._ciphers.get(kid)
+        if cipher is None:
+            raise UnknownEncryptionKey(
+                f"stored data was encrypted with key {kid}, which is neither NANGO_ENCRYPTION_KEY "
+                "nor one of NANGO_ENCRYPTION_PREVIOUS_KEYS"
+            )
+        try:
+            raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+            return cipher.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], aad.encode() or None)
+        except (InvalidTag, ValueError, binascii.Error):
+            raise DecryptionFailed(f"stored data sealed with key {kid} failed authentication") from None
+
+    def open_text(self, token: str, aad: str = "") -> str:
+        return self.open(token, aad).decode()
+
+    def sealed_with_primary(self, token: str) -> bool:
+        return token.split(".", 2)[1:2] == [self.primary_id]
+
+
+def load_or_create_key_file(path: Path) -> tuple[str, bool]:
+    """The key stored at `path`, creating it (mode 0600) on first use. Returns (key, created)."""
+    if path.exists():
+        key = path.read_text().strip()
+        parse_key(key)
+        return key, False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = generate_key()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    return key, True
+
+
+__all__ = [
+    "DecryptionFailed",
+    "Keyring",
+    "UnknownEncryptionKey",
+    "generate_key",
+    "key_id",
+    "load_or_create_key_file",
+    "parse_key",
+    "sha256_hex",
+]

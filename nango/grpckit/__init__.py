@@ -1,0 +1,344 @@
+"""gRPC bootstrap shared by the five services.
+
+- `build_server`: a `grpc.aio` server with `grpc.health.v1`, server reflection, the internal-token
+  check (health and reflection stay open, so probes and `grpcurl list` work), OpenTelemetry
+  context propagation, and translation of `NangoError` into a status plus trailing metadata.
+- `open_channel` / `invoke`: the client side used by every `client.py`; it attaches the token and
+  turns a failed call back into the `NangoError` the other side raised. Raw `grpc.RpcError` never
+  leaves a `client.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import inspect
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
+
+from nango.errors import (
+    InternalError,
+    NangoError,
+    NotImplementedYet,
+    RpcStatus,
+    ServiceUnavailable,
+    Timeout,
+    Unauthenticated,
+)
+
+log = logging.getLogger(__name__)
+
+TOKEN_HEADER = "x-nango-internal-token"  # noqa: S105 - a header name
+ERROR_CODE_HEADER = "nango-error-code"
+ERROR_PAYLOAD_HEADER = "nango-error-payload-bin"
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+_OPEN_METHODS = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    "/grpc.reflection.v1.ServerReflection/",
+)
+
+_TO_GRPC = {status: getattr(grpc.StatusCode, status.value) for status in RpcStatus}
+
+_CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+]
+
+
+def grpc_status(error: NangoError) -> grpc.StatusCode:
+    return _TO_GRPC[type(error).rpc_status]
+
+
+async def _abort_with(context: grpc.aio.ServicerContext, error: NangoError) -> None:
+    metadata: list[tuple[str, str | bytes]] = [(ERROR_CODE_HEADER, error.instance_code)]
+    if error.payload is not None:
+        metadata.append((ERROR_PAYLOAD_HEADER, json.dumps(error.payload, default=str).encode()))
+    await context.abort(grpc_status(error), error.message, trailing_metadata=tuple(metadata))
+
+
+def _rewrap(handler: grpc.RpcMethodHandler, wrap: Callable[[Any, str], Any]) -> grpc.RpcMethodHandler:
+    """The same handler with its behaviour replaced by `wrap(behaviour, kind)`."""
+    kinds = [
+        ("unary_unary", grpc.unary_unary_rpc_method_handler),
+        ("unary_stream", grpc.unary_stream_rpc_method_handler),
+        ("stream_unary", grpc.stream_unary_rpc_method_handler),
+        ("stream_stream", grpc.stream_stream_rpc_method_handler),
+    ]
+    for kind, factory in kinds:
+        behaviour = getattr(handler, kind)
+        if behaviour is not None:
+            return factory(
+                wrap(behaviour, kind),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+    return handler
+
+
+class InternalTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Refuses every call without the shared internal token, except health and reflection."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token.encode()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or details.method.startswith(_OPEN_METHODS):
+            return handler
+        presented = ""
+        for key, value in details.invocation_metadata or ():
+            if key == TOKEN_HEADER:
+                presented = value if isinstance(value, str) else value.decode()
+        if hmac.compare_digest(presented.encode(), self._token):
+            return handler
+        refused = Unauthenticated("missing or invalid internal service token", code="invalid_internal_token")
+        return _rewrap(handler, lambda _behaviour, kind: _refuse(kind, refused))
+
+
+def _refuse(kind: str, error: NangoError) -> Callable[..., Any]:
+    if kind.endswith("_stream"):
+
+        async def refuse_stream(_request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            await _abort_with(context, error)
+            yield  # pragma: no cover - abort raises
+
+        return refuse_stream
+
+    async def refuse(_request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await _abort_with(context, error)
+
+    return refuse
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Turns a NangoError into its gRPC status with the code in trailing metadata; anything else
+    becomes INTERNAL with a log line (never the exception text, which may hold a secret)."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        method = details.method
+        return _rewrap(handler, lambda behaviour, kind: _translating(behaviour, kind, method))
+
+
+def _translating(behaviour: Callable[..., Any], kind: str, method: str) -> Callable[..., Any]:
+    async def fail(context: grpc.aio.ServicerContext, exc: Exception) -> None:
+        if isinstance(exc, NotImplementedError):
+            # the generated base servicer's answer for an RPC this version does not serve yet
+            exc = NotImplementedYet(f"{method} is not implemented by this version")
+        if isinstance(exc, NangoError):
+            if exc.status >= 500:
+                log.warning("rpc failed", extra={"method": method, "code": exc.instance_code})
+            await _abort_with(context, exc)
+        else:
+            log.exception("unhandled error in rpc", extra={"method": method})
+            await _abort_with(context, InternalError("internal error while handling " + method))
+
+    if kind.endswith("_stream"):
+
+        async def translate_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            try:
+                async for item in behaviour(request, context):
+                    yield item
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await fail(context, exc)
+
+        return translate_stream
+
+    async def translate(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            result = behaviour(request, context)
+            return await result if inspect.isawaitable(result) else result
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await fail(context, exc)
+
+    return translate
+
+
+@dataclass
+class ServiceBinding:
+    """A servicer and the generated `add_*Servicer_to_server` function that registers it."""
+
+    name: str
+    servicer: Any
+    register: Callable[[Any, grpc.aio.Server], None]
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
+    port: int
+
+    async def stop(self, grace: float) -> None:
+        """Refuse new calls, let in-flight ones finish for up to `grace` seconds, then cancel."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+async def start_server(bindings: Sequence[ServiceBinding], *, host: str, port: int, token: str) -> RunningServer:
+    server = grpc.aio.server(
+        interceptors=[InternalTokenInterceptor(token), aio_server_interceptor(), ErrorInterceptor()],  # type: ignore[no-untyped-call]
+        options=_CHANNEL_OPTIONS,
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for binding in bindings:
+        binding.register(binding.servicer, server)
+    names = [b.name for b in bindings]
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise ServiceUnavailable(f"cannot listen on {host}:{port}")
+    await server.start()
+    for name in ["", *names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return RunningServer(server, health_servicer, bound)
+
+
+async def serve_until(
+    stop: asyncio.Event,
+    bindings: Sequence[ServiceBinding],
+    *,
+    host: str,
+    port: int,
+    token: str,
+    grace: float,
+) -> None:
+    """Serve until `stop` is set, then shut down gracefully."""
+    running = await start_server(bindings, host=host, port=port, token=token)
+    log.info("grpc server listening", extra={"port": running.port, "services": [b.name for b in bindings]})
+    await stop.wait()
+    log.info("grpc server draining", extra={"grace_seconds": grace})
+    await running.stop(grace)
+
+
+class _TokenClientInterceptor(
+    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[misc]
+    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[misc]
+):
+    def __init__(self, token: str) -> None:
+        self._pair = (TOKEN_HEADER, token)
+
+    def _with_token(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        metadata.add(*self._pair)
+        return grpc.aio.ClientCallDetails(
+            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+        )
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._with_token(details), request)
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._with_token(details), request)
+
+
+def open_channel(target: str, token: str | None) -> grpc.aio.Channel:
+    """A channel to another service; `token=None` sends no token (health checks, tests)."""
+    interceptors: list[Any] = list(aio_client_interceptors())  # type: ignore[no-untyped-call]
+    if token is not None:
+        interceptors.insert(0, _TokenClientInterceptor(token))
+    return grpc.aio.insecure_channel(target, interceptors=interceptors, options=_CHANNEL_OPTIONS)
+
+
+def error_from_rpc(exc: grpc.aio.AioRpcError, service: str) -> NangoError:
+    """The NangoError a failed call stands for."""
+    code: str | None = None
+    payload: Any = None
+    for key, value in exc.trailing_metadata() or ():
+        if key == ERROR_CODE_HEADER:
+            code = value if isinstance(value, str) else value.decode()
+        elif key == ERROR_PAYLOAD_HEADER:
+            try:
+                payload = json.loads(value)
+            except ValueError:
+                payload = None
+    if code is not None:
+        return NangoError.class_for(code)(exc.details() or None, code=code, payload=payload)
+    status = exc.code()
+    if status == grpc.StatusCode.UNAVAILABLE:
+        return ServiceUnavailable(f"{service} service is unavailable")
+    if status == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return Timeout(f"call to {service} timed out")
+    if status == grpc.StatusCode.UNAUTHENTICATED:
+        return Unauthenticated(f"{service} refused the internal token", code="invalid_internal_token")
+    if status == grpc.StatusCode.UNIMPLEMENTED:
+        return NotImplementedYet(f"{service} does not implement this call")
+    return InternalError(f"call to {service} failed ({status.name})")
+
+
+R = TypeVar("R")
+
+
+async def invoke(service: str, call: Awaitable[R]) -> R:
+    """Await a stub call, translating its failure into a NangoError."""
+    try:
+        return await call
+    except grpc.aio.AioRpcError as exc:
+        raise error_from_rpc(exc, service) from None
+
+
+async def check_health(target: str, service: str = "", timeout: float = 1.0) -> bool:
+    """True when the server at `target` reports SERVING for `service`."""
+    channel = grpc.aio.insecure_channel(target)
+    try:
+        stub = health_pb2_grpc.HealthStub(channel)
+        reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+    except grpc.aio.AioRpcError:
+        return False
+    finally:
+        await channel.close()
+
+
+def json_bytes(value: Any) -> bytes:
+    """Encode a value for a `*_json` field (empty bytes for None)."""
+    return b"" if value is None else json.dumps(value, separators=(",", ":"), default=str).encode()
+
+
+def json_value(data: bytes, default: Any = None) -> Any:
+    """Decode a `*_json` field (empty bytes are `default`)."""
+    return json.loads(data) if data else default
+
+
+__all__ = [
+    "ERROR_CODE_HEADER",
+    "TOKEN_HEADER",
+    "ErrorInterceptor",
+    "InternalTokenInterceptor",
+    "RunningServer",
+    "ServiceBinding",
+    "check_health",
+    "error_from_rpc",
+    "grpc_status",
+    "invoke",
+    "json_bytes",
+    "json_value",
+    "open_channel",
+    "serve_until",
+    "start_server",
+]

@@ -1,0 +1,1 @@
+"""Orchestrator: schedules and tasks, their state machine, and long-poll dequeue by group."""

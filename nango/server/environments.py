@@ -1,0 +1,121 @@
+"""Environments and their secret keys: first-start bootstrap, and authenticating API calls."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+from nango.crypto import Keyring, sha256_hex
+from nango.errors import InvalidSecretKeyFormat, UnknownAccount
+from nango.server.settings import UUID_V4
+from nango.server.store import EnvironmentRow, EnvironmentStore
+from nango.telemetry import register_secret
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENVIRONMENTS = ("dev", "prod")
+_CACHE_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Environment:
+    id: int
+    account_id: int
+    uuid: str
+    name: str
+    is_production: bool
+
+    @classmethod
+    def from_row(cls, row: EnvironmentRow) -> Environment:
+        return cls(row.id, row.account_id, row.uuid, row.name, row.is_production)
+
+
+@dataclass(frozen=True)
+class EnvironmentWithKey:
+    environment: Environment
+    secret_key: str
+
+
+class EnvironmentService:
+    def __init__(self, store: EnvironmentStore, keyring: Keyring) -> None:
+        self.store = store
+        self.keyring = keyring
+        self._by_hash: dict[str, tuple[float, Environment]] = {}
+
+    def _seal_key(self, env_uuid: str, secret_key: str) -> str:
+        return self.keyring.seal(secret_key, aad=f"environment:{env_uuid}:secret_key")
+
+    async def bootstrap(self, provisioned: dict[str, str | None]) -> list[EnvironmentWithKey]:
+        """Create the account and the `dev`/`prod` environments on first start.
+
+        A key given in `NANGO_SECRET_KEY_<ENV>` is used, and replaces the stored one if it differs
+        (that is how an operator rotates a key); otherwise a random UUID v4 is generated once.
+        """
+        async with self.store.pool.acquire() as conn, conn.transaction():
+            await self.store.bootstrap_lock(conn)
+            account_id = await self.store.first_account_id(conn)
+            if account_id is None:
+                account_id = await self.store.insert_account(conn, "default")
+            for name in DEFAULT_ENVIRONMENTS:
+                wanted = provisioned.get(name)
+                row = await self.store.environment_by_name(conn, account_id, name)
+                if row is None:
+                    key = wanted or str(uuid.uuid4())
+                    env_uuid = str(uuid.uuid4())
+                    await self.store.insert_environment(
+                        conn,
+                        account_id=account_id,
+                        env_uuid=env_uuid,
+                        name=name,
+                        secret_key_hash=sha256_hex(key),
+                        secret_key_sealed=self._seal_key(env_uuid, key),
+                        is_production=name == "prod",
+                    )
+                    log.info("environment created", extra={"environment": name})
+                elif wanted and sha256_hex(wanted) != row.secret_key_hash:
+                    await self.store.replace_secret_key(
+                        conn, row.id, sha256_hex(wanted), self._seal_key(row.uuid, wanted)
+                    )
+                    log.info("environment secret key replaced from settings", extra={"environment": name})
+        return await self.list_with_keys()
+
+    async def list_with_keys(self) -> list[EnvironmentWithKey]:
+        out = []
+        for row in await self.store.list_environments():
+            key = self.keyring.open_text(row.secret_key_sealed, aad=f"environment:{row.uuid}:secret_key")
+            register_secret(key)
+            out.append(EnvironmentWithKey(Environment.from_row(row), key))
+        return out
+
+    async def authenticate(self, secret_key: str) -> Environment:
+        """The environment a secret key belongs to, or InvalidSecretKeyFormat / UnknownAccount."""
+        if not UUID_V4.match(secret_key):
+            raise InvalidSecretKeyFormat()
+        digest = sha256_hex(secret_key)
+        now = time.monotonic()
+        cached = self._by_hash.get(digest)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        row = await self.store.environment_by_key_hash(digest)
+        if row is None:
+            raise UnknownAccount()
+        environment = Environment.from_row(row)
+        if len(self._by_hash) > 10_000:
+            self._by_hash.clear()
+        self._by_hash[digest] = (now + _CACHE_SECONDS, environment)
+        return environment
+
+    async def variables(self, environment_id: int) -> list[tuple[str, str]]:
+        return [
+            (name, self.keyring.open_text(sealed, aad=f"environment-variable:{environment_id}:{name}"))
+            for name, sealed in await self.store.environment_variables(environment_id)
+        ]
+
+    async def replace_variables(self, environment_id: int, variables: list[tuple[str, str]]) -> None:
+        sealed = [
+            (name, self.keyring.seal(value, aad=f"environment-variable:{environment_id}:{name}"))
+            for name, value in variables
+        ]
+        await self.store.replace_environment_variables(environment_id, sealed)

@@ -1,0 +1,107 @@
+"""The gateway's middleware: error envelope, CORS and API authentication, in that order."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from aiohttp import web
+
+from nango.errors import (
+    MalformedAuthHeader,
+    MethodNotAllowed,
+    MissingAuthHeader,
+    NangoError,
+    NotFound,
+    RequestTooLarge,
+)
+from nango.server.environments import EnvironmentService
+from nango.server.gateway.http import Auth, Handler, auth_of, json_response
+
+log = logging.getLogger(__name__)
+
+ENVIRONMENTS = web.AppKey("environments", EnvironmentService)
+ENVIRONMENT = "nango.environment"
+
+CORS_ALLOW_HEADERS = (
+    "Authorization, Content-Type, Accept, Origin, X-Requested-With, Nango-Activity-Log-Id, Nango-Is-Dry-Run, "
+    "Nango-Is-Sync, Provider-Config-Key, Connection-Id, Sentry-Trace, Baggage"
+)
+CORS_EXPOSE_HEADERS = (
+    "Authorization, Etag, Content-Type, Content-Length, X-Nango-Signature, X-RateLimit-Limit, "
+    "X-RateLimit-Remaining, X-RateLimit-Reset"
+)
+
+
+def _from_http_exception(exc: web.HTTPException) -> NangoError:
+    if isinstance(exc, web.HTTPNotFound):
+        return NotFound("Route not found")
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        return MethodNotAllowed(f"{exc.method} is not allowed here; allowed: {', '.join(sorted(exc.allowed_methods))}")
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return RequestTooLarge()
+    return NangoError(exc.reason, code=f"http_{exc.status}", http_status=exc.status)
+
+
+@web.middleware
+async def error_envelope(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure leaves as `{"error": {"code", "message"}}`; an unexpected one as a 500 with an
+    id to quote to support, its details only in the log."""
+    try:
+        return await handler(request)
+    except NangoError as exc:
+        return json_response(exc.to_envelope(), status=exc.status)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        error = _from_http_exception(exc)
+        return json_response(error.to_envelope(), status=error.status)
+    except Exception:
+        incident = str(uuid.uuid4())
+        log.exception("unhandled error", extra={"incident": incident, "path": request.path, "method": request.method})
+        body = {
+            "error": {
+                "code": "generic_error_support",
+                "message": f'An error occurred. Please contact support with this unique id: "{incident}"',
+                "payload": incident,
+            }
+        }
+        return json_response(body, status=500)
+
+
+@web.middleware
+async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The public API is callable from any origin (reference §2.5)."""
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        response: web.StreamResponse = web.Response(status=204)
+    else:
+        response = await handler(request)
+    if not response.prepared:
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        response.headers["Access-Control-Allow-Headers"] = CORS_ALLOW_HEADERS
+        response.headers["Access-Control-Allow-Methods"] = "GET, HEAD, PUT, PATCH, POST, DELETE, OPTIONS"
+        response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE_HEADERS
+        response.headers["Access-Control-Max-Age"] = "600"
+    return response
+
+
+def bearer_token(request: web.Request) -> str:
+    header = request.headers.get("Authorization")
+    if header is None:
+        raise MissingAuthHeader()
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise MalformedAuthHeader()
+    return token.strip()
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Routes need the environment's secret key unless they declare otherwise; unknown routes 404
+    before any authentication."""
+    route = request.match_info.route
+    if request.match_info.http_exception is not None or auth_of(route.handler) is Auth.NONE:
+        return await handler(request)
+    environment = await request.app[ENVIRONMENTS].authenticate(bearer_token(request))
+    request[ENVIRONMENT] = environment
+    return await handler(request)

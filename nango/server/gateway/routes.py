@@ -1,0 +1,35 @@
+"""Platform routes: liveness, readiness and environment variables."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from nango.errors import ServiceUnavailable
+from nango.server.environments import Environment
+from nango.server.gateway.http import Auth, auth, json_response
+from nango.server.gateway.middleware import ENVIRONMENT, ENVIRONMENTS
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/health")
+@auth(Auth.NONE)
+async def health(_request: web.Request) -> web.Response:
+    return json_response({"result": "ok"})
+
+
+@routes.get("/ready")
+@auth(Auth.NONE)
+async def ready(request: web.Request) -> web.Response:
+    try:
+        await request.app[ENVIRONMENTS].store.ping()
+    except Exception as exc:
+        raise ServiceUnavailable("the database is not reachable") from exc
+    return json_response({"result": "ok"})
+
+
+@routes.get("/environment-variables")
+async def environment_variables(request: web.Request) -> web.Response:
+    environment: Environment = request[ENVIRONMENT]
+    variables = await request.app[ENVIRONMENTS].variables(environment.id)
+    return json_response([{"name": name, "value": value} for name, value in variables])

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import re
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+
+from nango.config import (
+    BlobSettings,
+    DatabaseSettings,
+    EncryptionSettings,
+    LogsSettings,
+    Port,
+    ProcessSettings,
+    RedisSettings,
+    ServiceUrls,
+)
+
+UUID_V4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb)?\s*$", re.IGNORECASE)
+_UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
+
+
+def parse_size(value: str) -> int:
+    """'75mb' -> bytes (Nango's body-limit notation)."""
+    match = _SIZE.match(value)
+    if not match:
+        raise ValueError("expected a size such as 75mb, 512kb or 1048576")
+    return int(float(match.group(1)) * _UNITS[(match.group(2) or "b").lower()])
+
+
+class ServerSettings(
+    ProcessSettings,
+    DatabaseSettings,
+    RedisSettings,
+    BlobSettings,
+    ServiceUrls,
+    EncryptionSettings,
+    LogsSettings,
+):
+    port: Port = Field(3003, validation_alias=AliasChoices("SERVER_PORT", "NANGO_PORT"))
+    grpc_port: Port = Field(3004, validation_alias="NANGO_SERVER_GRPC_PORT")
+    connect_ui_port: Port = Field(3009, validation_alias="NANGO_CONNECT_UI_PORT")
+    server_url: str = Field("http://localhost:3003", validation_alias="NANGO_SERVER_URL", pattern=r"^https?://")
+    public_connect_url: str = Field(
+        "http://localhost:3009", validation_alias="NANGO_PUBLIC_CONNECT_URL", pattern=r"^https?://"
+    )
+    websockets_path: str = Field("/", validation_alias="NANGO_SERVER_WEBSOCKETS_PATH", pattern=r"^/")
+    public_body_limit: str = Field("75mb", validation_alias="NANGO_SERVER_PUBLIC_BODY_LIMIT")
+    secret_key_dev: SecretStr | None = Field(None, validation_alias="NANGO_SECRET_KEY_DEV")
+    secret_key_prod: SecretStr | None = Field(None, validation_alias="NANGO_SECRET_KEY_PROD")
+
+    @field_validator("public_body_limit")
+    @classmethod
+    def _valid_size(cls, value: str) -> str:
+        parse_size(value)
+        return value
+
+    @field_validator("secret_key_dev", "secret_key_prod")
+    @classmethod
+    def _uuid_v4(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not UUID_V4.match(value.get_secret_value()):
+            raise ValueError("must be a UUID v4, e.g. the output of `uuidgen -r`")
+        return value
+
+    def body_limit_bytes(self) -> int:
+        return parse_size(self.public_body_limit)

@@ -1,0 +1,98 @@
+"""Process logging (JSON lines on stdout) and tracing setup, the same in every service.
+
+Every record passes through `redact_text`, so a secret that slips into a log message (a bearer
+token, a `client_secret=` query parameter, a key registered with `register_secret`) is masked
+before it is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import threading
+import traceback
+from datetime import UTC, datetime
+from typing import Any
+
+_STANDARD_ATTRS = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime", "taskName"}
+)
+
+_SECRET_PATTERNS = [
+    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
+    re.compile(r"(?i)(basic\s+)[A-Za-z0-9+/=]{8,}"),
+    re.compile(
+        r"(?i)((?:access_token|refresh_token|client_secret|api_?key|apikey|password|secret|token|"
+        r"signature|sig|code_verifier|private_key)[\"']?\s*[=:]\s*[\"']?)[^\s&\"',;}]{3,}"
+    ),
+    re.compile(r"(nango_connect_session_)[0-9a-f]{8,}"),
+    re.compile(r"(postgres(?:ql)?://[^:/\s]*:)[^@\s]+(@)"),
+    re.compile(r"(rediss?://[^:/\s]*:)[^@\s]+(@)"),
+]
+_MASK = "[REDACTED]"
+
+_known_secrets: set[str] = set()
+_known_lock = threading.Lock()
+
+
+def register_secret(value: str) -> None:
+    """Mask this exact value wherever it appears in logs from now on."""
+    if len(value) >= 8:
+        with _known_lock:
+            _known_secrets.add(value)
+
+
+def redact_text(text: str) -> str:
+    for secret in tuple(_known_secrets):
+        if secret in text:
+            text = text.replace(secret, _MASK)
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(
+            lambda m: m.group(1) + _MASK + (m.group(2) if m.lastindex and m.lastindex >= 2 else ""), text
+        )
+    return text
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "service": self.service,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD_ATTRS and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = "".join(traceback.format_exception(*record.exc_info))
+        return redact_text(json.dumps(entry, default=str, ensure_ascii=False))
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self, service: str) -> None:
+        super().__init__(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record))
+
+
+def configure_logging(service: str, level: str = "info", fmt: str = "json") -> None:
+    """Send this process's logs to stdout, one JSON object per line (or plain text)."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter(service) if fmt == "json" else TextFormatter(service))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel({"warn": "WARNING"}.get(level.lower(), level.upper()))
+    for noisy in ("asyncio", "aiohttp.access", "botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+__all__ = ["JsonFormatter", "configure_logging", "redact_text", "register_secret"]

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The test command (`make test`): everything the suite needs that pip does not install, then pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+reachable() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# Integration tests use Redis on 127.0.0.1:6379 when it answers, else start their own redis-server.
+if ! reachable 127.0.0.1 6379 && ! command -v redis-server >/dev/null; then
+  echo "installing redis-server (apt) for the integration tests"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >/dev/null
+fi
+
+exec .venv/bin/python -m pytest "$@"
