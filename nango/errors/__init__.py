@@ -184,6 +184,11 @@ class UnknownAccount(Unauthenticated):
     default_message = "Authentication failed. The provided secret key is not valid."
 
 
+class InvalidInternalToken(Unauthenticated):
+    code = "invalid_internal_token"
+    default_message = "Missing or invalid internal service token"
+
+
 class Forbidden(NangoError):
     code = "forbidden"
     http_status = 403
@@ -241,6 +246,7 @@ __all__ = [
     "InvalidBody",
     "InvalidContentType",
     "InvalidHeaders",
+    "InvalidInternalToken",
     "InvalidJson",
     "InvalidQueryParams",
     "InvalidRequest",

@@ -26,12 +26,12 @@ from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_serv
 
 from nango.errors import (
     InternalError,
+    InvalidInternalToken,
     NangoError,
     NotImplementedYet,
     RpcStatus,
     ServiceUnavailable,
     Timeout,
-    Unauthenticated,
 )
 
 log = logging.getLogger(__name__)
@@ -105,8 +105,7 @@ class InternalTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
                 presented = value if isinstance(value, str) else value.decode()
         if hmac.compare_digest(presented.encode(), self._token):
             return handler
-        refused = Unauthenticated("missing or invalid internal service token", code="invalid_internal_token")
-        return _rewrap(handler, lambda _behaviour, kind: _refuse(kind, refused))
+        return _rewrap(handler, lambda _behaviour, kind: _refuse(kind, InvalidInternalToken()))
 
 
 def _refuse(kind: str, error: NangoError) -> Callable[..., Any]:
@@ -285,7 +284,7 @@ def error_from_rpc(exc: grpc.aio.AioRpcError, service: str) -> NangoError:
     if status == grpc.StatusCode.DEADLINE_EXCEEDED:
         return Timeout(f"call to {service} timed out")
     if status == grpc.StatusCode.UNAUTHENTICATED:
-        return Unauthenticated(f"{service} refused the internal token", code="invalid_internal_token")
+        return InvalidInternalToken(f"{service} refused the internal token")
     if status == grpc.StatusCode.UNIMPLEMENTED:
         return NotImplementedYet(f"{service} does not implement this call")
     return InternalError(f"call to {service} failed ({status.name})")

@@ -15,13 +15,13 @@ from nango.errors import (
     NotFound,
     RequestTooLarge,
 )
-from nango.server.environments import EnvironmentService
+from nango.server.environments import Environment, EnvironmentService
 from nango.server.gateway.http import Auth, Handler, auth_of, json_response
 
 log = logging.getLogger(__name__)
 
 ENVIRONMENTS = web.AppKey("environments", EnvironmentService)
-ENVIRONMENT = "nango.environment"
+ENVIRONMENT = web.RequestKey("environment", Environment)
 
 CORS_ALLOW_HEADERS = (
     "Authorization, Content-Type, Accept, Origin, X-Requested-With, Nango-Activity-Log-Id, Nango-Is-Dry-Run, "

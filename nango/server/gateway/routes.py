@@ -5,7 +5,6 @@ from __future__ import annotations
 from aiohttp import web
 
 from nango.errors import ServiceUnavailable
-from nango.server.environments import Environment
 from nango.server.gateway.http import Auth, auth, json_response
 from nango.server.gateway.middleware import ENVIRONMENT, ENVIRONMENTS
 
@@ -30,6 +29,6 @@ async def ready(request: web.Request) -> web.Response:
 
 @routes.get("/environment-variables")
 async def environment_variables(request: web.Request) -> web.Response:
-    environment: Environment = request[ENVIRONMENT]
+    environment = request[ENVIRONMENT]
     variables = await request.app[ENVIRONMENTS].variables(environment.id)
     return json_response([{"name": name, "value": value} for name, value in variables])
