@@ -1,0 +1,140 @@
+"""Startup time and idle memory of `nango up` (a benchmark that prints figures; not a test).
+
+Measures, over --runs runs each:
+- fresh: an empty data directory (embedded Postgres initdb, key generation, migrations);
+- warm: the same data directory again (everything exists);
+as seconds from process start to "is up" on stdout (all five services and the gateway healthy,
+environments readable). Then, after --idle seconds of idleness, the resident memory (RSS, and
+USS = memory unique to the process) of every service, the launcher and the embedded Postgres.
+
+    .venv/bin/python bench/startup.py [--runs 3] [--idle 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+BIN = Path(sys.executable).parent
+SERVICES = ("server", "orchestrator", "jobs", "runner", "persist")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(data_dir: Path, log: Path) -> tuple[subprocess.Popen[bytes], float]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NANGO_", "ORCHESTRATOR_", "RECORDS_", "JOBS_"))}
+    env.update(
+        NANGO_DATA_DIR=str(data_dir),
+        NANGO_BIND_HOST="127.0.0.1",
+        SERVER_PORT=str(free_port()),
+        NANGO_SERVER_GRPC_PORT=str(free_port()),
+        NANGO_JOBS_PORT=str(free_port()),
+        NANGO_RUNNER_PORT=str(free_port()),
+        NANGO_PERSIST_PORT=str(free_port()),
+        NANGO_ORCHESTRATOR_PORT=str(free_port()),
+    )
+    began = time.perf_counter()
+    with log.open("wb") as sink:
+        process = subprocess.Popen([str(BIN / "nango"), "up"], env=env, stdout=sink, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if b"is up." in log.read_bytes():
+            return process, time.perf_counter() - began
+        if process.poll() is not None:
+            raise SystemExit(f"nango up exited with {process.returncode}:\n{log.read_text()[-2000:]}")
+        time.sleep(0.02)
+    process.kill()
+    raise SystemExit("nango up was not healthy within 120 s")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGINT)
+    process.wait(60)
+
+
+def memory(process: subprocess.Popen[bytes], pgdata: Path) -> dict[str, tuple[float, float]]:
+    """Name -> (RSS MiB, USS MiB)."""
+    found: dict[str, tuple[float, float]] = {}
+    launcher = psutil.Process(process.pid)
+    mib = 1024 * 1024
+
+    def sample(p: psutil.Process) -> tuple[float, float]:
+        info = p.memory_full_info()
+        return info.rss / mib, info.uss / mib
+
+    found["launcher (nango up)"] = sample(launcher)
+    for child in launcher.children(recursive=True):
+        cmdline = " ".join(child.cmdline())
+        for name in SERVICES:
+            if f"-m nango.{name}" in cmdline:
+                found[name] = sample(child)
+    postgres = [p for p in psutil.process_iter(["name", "cmdline"]) if p.info["name"] == "postgres"]
+    ours = [p for p in postgres if str(pgdata) in " ".join(p.info["cmdline"] or [])]
+    if ours:
+        family = [ours[0], *ours[0].children(recursive=True)]
+        rss = sum(sample(p)[0] for p in family)
+        uss = sum(sample(p)[1] for p in family)
+        found["embedded postgres (all backends)"] = (rss, uss)
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--idle", type=float, default=5.0, help="seconds to stay idle before sampling memory")
+    args = parser.parse_args()
+    fresh: list[float] = []
+    warm: list[float] = []
+    samples: list[dict[str, tuple[float, float]]] = []
+    with tempfile.TemporaryDirectory(prefix="nango-bench-") as tmp:
+        for run in range(args.runs):
+            data_dir = Path(tmp) / f"data-{run}"
+            process, seconds = start(data_dir, Path(tmp) / f"fresh-{run}.log")
+            fresh.append(seconds)
+            stop(process)
+            process, seconds = start(data_dir, Path(tmp) / f"warm-{run}.log")
+            warm.append(seconds)
+            time.sleep(args.idle)
+            samples.append(memory(process, data_dir / "pgdata"))
+            stop(process)
+
+    def line(name: str, xs: list[float], unit: str) -> str:
+        return (
+            f"{name:<38} median {statistics.median(xs):7.2f} {unit}   min {min(xs):7.2f}   max {max(xs):7.2f}"
+            f"   runs {[round(x, 2) for x in xs]}"
+        )
+
+    print(f"nango up, {args.runs} runs, machine: {os.cpu_count()} cores, python {sys.version.split()[0]}")
+    print(line("healthy from start, fresh data dir", fresh, "s"))
+    print(line("healthy from start, warm data dir", warm, "s"))
+    print(f"idle memory after {args.idle:.0f} s (median over runs), MiB:")
+    names = list(samples[0])
+    total_rss = total_uss = 0.0
+    for name in names:
+        rss = statistics.median(s[name][0] for s in samples if name in s)
+        uss = statistics.median(s[name][1] for s in samples if name in s)
+        print(f"  {name:<36} RSS {rss:7.1f}   USS {uss:7.1f}")
+        if name in SERVICES:
+            total_rss += rss
+            total_uss += uss
+    print(f"  {'sum of the five services':<36} RSS {total_rss:7.1f}   USS {total_uss:7.1f}")
+    everything = [sum(s[n][0] for n in s) for s in samples]
+    print(f"  {'everything (services+launcher+pg)':<36} RSS {statistics.median(everything):7.1f}")
+
+
+if __name__ == "__main__":
+    main()
