@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from nango.config import DatabaseSettings, SettingsError, load
+from nango.config import DatabaseSettings, LogsSettings, SettingsError, load
 from nango.errors import NangoError
 
 
 async def migrate_all() -> int:
     from nango.jobs.app import migrate as migrate_jobs
     from nango.jobs.settings import JobsDatabaseSettings
+    from nango.oplog import migrate_logs
     from nango.orchestrator.app import migrate as migrate_orchestrator
     from nango.orchestrator.settings import OrchestratorDatabaseSettings
     from nango.persist.app import migrate as migrate_persist
@@ -23,6 +24,7 @@ async def migrate_all() -> int:
             ("orchestrator", migrate_orchestrator(load(OrchestratorDatabaseSettings))),
             ("jobs", migrate_jobs(load(JobsDatabaseSettings))),
             ("persist", migrate_persist(load(RecordsDatabaseSettings))),
+            ("logs", migrate_logs(load(DatabaseSettings).main_database_url(), load(LogsSettings).logs_schema)),
         ]
     except SettingsError as exc:
         print(f"nango migrate: {exc}", file=sys.stderr)

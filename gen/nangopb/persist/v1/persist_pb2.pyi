@@ -906,6 +906,9 @@ class LogMessage(_message.Message):
     ERROR_JSON_FIELD_NUMBER: _builtins.int
     REQUEST_JSON_FIELD_NUMBER: _builtins.int
     RESPONSE_JSON_FIELD_NUMBER: _builtins.int
+    RETRY_JSON_FIELD_NUMBER: _builtins.int
+    ENDED_AT_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
     operation_id: _builtins.str
     level: Global___LogLevel.ValueType
     source: _builtins.str
@@ -917,8 +920,14 @@ class LogMessage(_message.Message):
     error_json: _builtins.bytes
     request_json: _builtins.bytes
     response_json: _builtins.bytes
+    retry_json: _builtins.bytes
+    """{attempt, max, waited_ms} of a retried HTTP call."""
+    id: _builtins.str
+    """Client-assigned UUID, so a retried write does not duplicate the line."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def ended_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -932,10 +941,13 @@ class LogMessage(_message.Message):
         error_json: _builtins.bytes = ...,
         request_json: _builtins.bytes = ...,
         response_json: _builtins.bytes = ...,
+        retry_json: _builtins.bytes = ...,
+        ended_at: _timestamp_pb2.Timestamp | None = ...,
+        id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "ended_at", b"ended_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error_json", b"error_json", "level", b"level", "message", b"message", "meta_json", b"meta_json", "operation_id", b"operation_id", "request_json", b"request_json", "response_json", b"response_json", "source", b"source", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "ended_at", b"ended_at", "error_json", b"error_json", "id", b"id", "level", b"level", "message", b"message", "meta_json", b"meta_json", "operation_id", b"operation_id", "request_json", b"request_json", "response_json", b"response_json", "retry_json", b"retry_json", "source", b"source", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,4 +1,4 @@
-"""SQL for the control-plane tables (schema NANGO_DB_SCHEMA), and nothing else."""
+"""Accounts, environments and environment variables."""
 
 from __future__ import annotations
 

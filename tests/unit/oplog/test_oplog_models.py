@@ -1,0 +1,96 @@
+"""Operations and messages: defaults, validation, derived durations and the lifecycle table."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from nango.config import LogsSettings, load
+from nango.errors import InvalidRequest, NotFound, NotImplementedYet
+from nango.oplog import Message, Operation, OperationUpdate, open_operations_log
+from nango.oplog.models import OPEN_STATES, OPERATION_STATES, TRANSITIONS, error_dict, utcnow
+
+
+def test_operation_defaults() -> None:
+    op = Operation(type="proxy", action="call")
+    uuid.UUID(op.id)
+    assert op.state == "running"
+    assert op.level == "info"
+    assert op.created_at.tzinfo is not None
+    assert op.duration_ms is None
+
+
+def test_operation_duration_is_derived() -> None:
+    start = utcnow()
+    op = Operation(type="sync", action="run", started_at=start, ended_at=start + timedelta(seconds=1, milliseconds=250))
+    assert op.duration_ms == 1250
+
+
+def test_message_duration_is_derived() -> None:
+    start = utcnow()
+    message = Message(
+        operation_id=str(uuid.uuid4()), message="GET /", created_at=start, ended_at=start + timedelta(milliseconds=42)
+    )
+    assert message.duration_ms == 42
+    assert Message(operation_id=str(uuid.uuid4()), message="x").duration_ms is None
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"type": "nope", "action": "run"},
+        {"type": "sync", "action": ""},
+        {"type": "sync", "action": "run", "state": "done"},
+        {"type": "sync", "action": "run", "level": "fatal"},
+        {"type": "sync", "action": "run", "id": "not-a-uuid"},
+    ],
+)
+def test_operation_validation(kwargs: dict[str, str]) -> None:
+    with pytest.raises(InvalidRequest):
+        Operation(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"operation_id": ""},
+        {"operation_id": "abc"},
+        {"level": "fatal"},
+        {"source": "runner"},
+        {"type": "trace"},
+    ],
+)
+def test_message_validation(kwargs: dict[str, str]) -> None:
+    fields = {"operation_id": str(uuid.uuid4()), "message": "hello", **kwargs}
+    with pytest.raises(InvalidRequest):
+        Message(**fields)  # type: ignore[arg-type]
+
+
+def test_update_validation() -> None:
+    with pytest.raises(InvalidRequest):
+        OperationUpdate(str(uuid.uuid4()), "finished")  # type: ignore[arg-type]
+
+
+def test_terminal_states_are_final() -> None:
+    terminal = set(OPERATION_STATES) - set(OPEN_STATES)
+    for sources in TRANSITIONS.values():
+        assert not terminal & set(sources)
+    assert TRANSITIONS["waiting"] == ()
+
+
+def test_error_dict() -> None:
+    assert error_dict({"message": "x"}) == {"message": "x"}
+    assert error_dict(ValueError("boom")) == {"type": "ValueError", "message": "boom"}
+    assert error_dict(NotFound("gone", code="unknown_connection")) == {
+        "type": "NotFound",
+        "message": "gone",
+        "code": "unknown_connection",
+    }
+
+
+async def test_elasticsearch_logs_are_refused_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NANGO_LOGS_ENABLED", "true")
+    with pytest.raises(NotImplementedYet, match="Elasticsearch"):
+        await open_operations_log("postgresql://unused.invalid/db", load(LogsSettings))
