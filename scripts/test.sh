@@ -11,4 +11,10 @@ if ! reachable 127.0.0.1 6379 && ! command -v redis-server >/dev/null; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >/dev/null
 fi
 
+# Browser tests drive Debian's Chromium through Playwright (never `playwright install`).
+if [ ! -x /usr/bin/chromium ]; then
+  echo "installing chromium (apt) for the browser tests"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null
+fi
+
 exec .venv/bin/python -m pytest "$@"

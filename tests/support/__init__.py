@@ -1,0 +1,1 @@
+"""Test support code: real servers and a real browser for the suite (not product code)."""
