@@ -17,4 +17,9 @@ if [ ! -x /usr/bin/chromium ]; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null
 fi
 
+# The compat suite drives the official Nango SDKs, pinned in tests/compat/package-lock.json.
+if [ ! -d tests/compat/node_modules/@nangohq/node ]; then
+  npm ci --prefix tests/compat --no-audit --no-fund --loglevel=error
+fi
+
 exec .venv/bin/python -m pytest "$@"

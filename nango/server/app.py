@@ -1,21 +1,33 @@
-"""Wiring of the server process: database, keyring, environments, the internal gRPC API on
-NANGO_SERVER_GRPC_PORT and the public gateway on SERVER_PORT."""
+"""Wiring of the server process: database, keyring, catalog, control-plane services, the internal
+gRPC API on NANGO_SERVER_GRPC_PORT and the public gateway on SERVER_PORT."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
+import aiohttp
 from aiohttp import web
 
 from nango.config import DatabaseSettings
 from nango.db import create_pool, migrate_url
 from nango.grpckit import ServiceBinding, start_server
+from nango.kv import open_kv
+from nango.oplog import migrate_logs, open_operations_log
+from nango.providers import CatalogRef, CatalogReloader, load_catalog
+from nango.server.auth.oauth2 import OAuth2Client
+from nango.server.connections import ConnectionService
+from nango.server.daemons import ConnectionKeepAlive, Housekeeping
 from nango.server.environments import EnvironmentService
 from nango.server.gateway import build_app
+from nango.server.gateway.context import Gateway
+from nango.server.integrations import IntegrationService
+from nango.server.refresh import Refresher
 from nango.server.rpc import ServerServicer
 from nango.server.settings import ServerSettings
-from nango.server.store import EnvironmentStore
+from nango.server.store import ConnectionStore, EnvironmentStore, IntegrationStore
 from nangopb.server.v1 import server_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -27,16 +39,27 @@ async def migrate(db: DatabaseSettings) -> list[str]:
     return await migrate_url(db.main_database_url(), db.db_schema, "nango.server")
 
 
+@contextlib.asynccontextmanager
+async def outbound_http() -> AsyncIterator[aiohttp.ClientSession]:
+    """One pooled client for calls to providers (token endpoints, credential checks)."""
+    connector = aiohttp.TCPConnector(limit=200, limit_per_host=50, ttl_dns_cache=60)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+        yield session
+
+
 async def run(settings: ServerSettings, stop: asyncio.Event) -> None:
-    keyring, generated = settings.keyring(mode=settings.mode, data_dir=settings.resolved_data_dir())
+    data_dir = settings.resolved_data_dir()
+    keyring, generated = settings.keyring(mode=settings.mode, data_dir=data_dir)
     if generated:
         log.warning(
             "NANGO_ENCRYPTION_KEY is not set: generated a development key and stored it in the data directory; "
             "set NANGO_ENCRYPTION_KEY (and keep it safe) before running in production",
-            extra={"data_dir": str(settings.resolved_data_dir())},
+            extra={"data_dir": str(data_dir)},
         )
+    providers = CatalogRef(load_catalog(settings.providers_file))
     if settings.migrate_at_start:
         await migrate(settings)
+        await migrate_logs(settings.main_database_url(), settings.logs_schema)
     pool = await create_pool(
         settings.main_database_url(),
         schema=settings.db_schema,
@@ -44,7 +67,18 @@ async def run(settings: ServerSettings, stop: asyncio.Event) -> None:
         min_size=settings.db_pool_min,
         max_size=settings.db_pool_max,
     )
-    try:
+    kv = open_kv(settings.resolved_redis_url(), prefix=settings.redis_key_prefix)
+    oplog = await open_operations_log(settings.main_database_url(), settings)
+    reloader = CatalogReloader.from_settings(settings, providers)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(pool.close)
+        stack.push_async_callback(kv.close)
+        stack.push_async_callback(oplog.close, timeout=settings.shutdown_grace_seconds)
+        http = await stack.enter_async_context(outbound_http())
+        if reloader is not None:
+            await reloader.start()
+            stack.push_async_callback(reloader.stop)
+
         environments = EnvironmentService(EnvironmentStore(pool), keyring)
         await environments.bootstrap(
             {
@@ -52,6 +86,37 @@ async def run(settings: ServerSettings, stop: asyncio.Event) -> None:
                 "prod": settings.secret_key_prod.get_secret_value() if settings.secret_key_prod else None,
             }
         )
+        integrations = IntegrationService(IntegrationStore(pool), keyring, providers)
+        connections = ConnectionService(
+            ConnectionStore(pool), integrations, keyring, kv, Refresher(OAuth2Client(http)), oplog
+        )
+        gateway = Gateway(
+            environments=environments,
+            integrations=integrations,
+            connections=connections,
+            providers=providers,
+            kv=kv,
+            server_url=settings.server_url,
+            public_connect_url=settings.public_connect_url,
+        )
+        daemons = [
+            ConnectionKeepAlive(
+                connections,
+                kv,
+                every_seconds=settings.refresh_connections_every_min * 60,
+                limit=settings.refresh_connections_limit,
+            ),
+            Housekeeping(
+                connections.store,
+                kv,
+                every_seconds=settings.delete_old_data_every_min * 60,
+                connections_max_days=settings.delete_old_connections_max_days,
+            ),
+        ]
+        for daemon in daemons:
+            daemon.start()
+            stack.push_async_callback(daemon.stop)
+
         # RPCs not served yet answer UNIMPLEMENTED (the base servicer's methods); see rpc.py
         servicer = ServerServicer(environments)  # type: ignore[abstract]
         grpc_server = await start_server(
@@ -61,7 +126,7 @@ async def run(settings: ServerSettings, stop: asyncio.Event) -> None:
             token=settings.internal_token.get_secret_value(),
         )
         runner = web.AppRunner(
-            build_app(environments, body_limit=settings.body_limit_bytes()),
+            build_app(gateway, body_limit=settings.body_limit_bytes()),
             access_log=None,
             shutdown_timeout=settings.shutdown_grace_seconds,
         )
@@ -71,5 +136,3 @@ async def run(settings: ServerSettings, stop: asyncio.Event) -> None:
         await stop.wait()
         log.info("draining", extra={"grace_seconds": settings.shutdown_grace_seconds})
         await asyncio.gather(runner.cleanup(), grpc_server.stop(settings.shutdown_grace_seconds))
-    finally:
-        await pool.close()

@@ -14,6 +14,7 @@ from nango.config import (
     RedisSettings,
     ServiceUrls,
 )
+from nango.providers import ProvidersSettings
 
 UUID_V4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$", re.IGNORECASE)
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb)?\s*$", re.IGNORECASE)
@@ -36,6 +37,7 @@ class ServerSettings(
     ServiceUrls,
     EncryptionSettings,
     LogsSettings,
+    ProvidersSettings,
 ):
     port: Port = Field(3003, validation_alias=AliasChoices("SERVER_PORT", "NANGO_PORT"))
     grpc_port: Port = Field(3004, validation_alias="NANGO_SERVER_GRPC_PORT")
@@ -48,6 +50,14 @@ class ServerSettings(
     public_body_limit: str = Field("75mb", validation_alias="NANGO_SERVER_PUBLIC_BODY_LIMIT")
     secret_key_dev: SecretStr | None = Field(None, validation_alias="NANGO_SECRET_KEY_DEV")
     secret_key_prod: SecretStr | None = Field(None, validation_alias="NANGO_SECRET_KEY_PROD")
+    refresh_connections_every_min: float = Field(
+        10, gt=0, le=1440, validation_alias="CRON_REFRESH_CONNECTIONS_EVERY_MIN"
+    )
+    refresh_connections_limit: int = Field(100, ge=1, le=10_000, validation_alias="CRON_REFRESH_CONNECTIONS_LIMIT")
+    delete_old_data_every_min: float = Field(10, gt=0, le=1440, validation_alias="CRON_DELETE_OLD_DATA_EVERY_MIN")
+    delete_old_connections_max_days: int = Field(
+        31, ge=0, le=3650, validation_alias="CRON_DELETE_OLD_CONNECTIONS_MAX_DAYS"
+    )
 
     @field_validator("public_body_limit")
     @classmethod

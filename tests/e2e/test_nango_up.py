@@ -3,26 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import re
-import signal
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 import pytest
 
 from tests.conftest import free_port
+from tests.support.platform import BIN, Up, platform_environment, start_up
 
 pytestmark = pytest.mark.e2e
 
-BIN = Path(sys.executable).parent
 SERVICES = {
     "NANGO_SERVER_GRPC_PORT": "nangopb.server.v1.ServerService",
     "NANGO_ORCHESTRATOR_PORT": "nangopb.orchestrator.v1.OrchestratorService",
@@ -32,62 +25,19 @@ SERVICES = {
 }
 
 
-@dataclass
-class Up:
-    process: subprocess.Popen[bytes]
-    output: Path
-    ports: dict[str, int]
-
-    def text(self) -> str:
-        return self.output.read_text(errors="replace")
-
-    def wait_for(self, pattern: str, timeout: float = 120) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            match = re.search(pattern, self.text())
-            if match:
-                return match
-            if self.process.poll() is not None:
-                raise AssertionError(f"nango up exited with {self.process.returncode}:\n{self.text()[-3000:]}")
-            time.sleep(0.2)
-        raise AssertionError(f"{pattern!r} not seen in {timeout}s:\n{self.text()[-3000:]}")
-
-    def stop(self) -> int:
-        children = psutil.Process(self.process.pid).children(recursive=True)
-        self.process.send_signal(signal.SIGINT)
-        code = self.process.wait(60)
-        _, alive = psutil.wait_procs(children, timeout=10)
-        assert not alive, f"left running: {[p.pid for p in alive]}"
-        return code
-
-
-def _environment(data_dir: Path, ports: dict[str, int]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NANGO_", "ORCHESTRATOR_", "RECORDS_", "JOBS_"))}
-    env.update({k: str(v) for k, v in ports.items()})
-    env.update(NANGO_DATA_DIR=str(data_dir), NANGO_BIND_HOST="127.0.0.1", NANGO_STARTUP_TIMEOUT_SECONDS="120")
-    return env
-
-
 @pytest.fixture
-def start_up(tmp_path: Path) -> Iterator[Callable[[], Up]]:
+def start(tmp_path: Path) -> Iterator[Callable[[], Up]]:
     started: list[Up] = []
     ports = {"SERVER_PORT": free_port(), **{name: free_port() for name in SERVICES}}
-    data_dir = tmp_path / "data"
 
-    def start() -> Up:
-        output = tmp_path / f"up-{len(started)}.log"
-        with output.open("wb") as sink:
-            process = subprocess.Popen(
-                [str(BIN / "nango"), "up"], env=_environment(data_dir, ports), stdout=sink, stderr=subprocess.STDOUT
-            )
-        up = Up(process, output, ports)
+    def start_one() -> Up:
+        up = start_up(tmp_path, ports=ports)
         started.append(up)
         return up
 
-    yield start
+    yield start_one
     for up in started:
-        if up.process.poll() is None:
-            up.stop()
+        up.stop()
 
 
 def _http(url: str, headers: dict[str, str] | None = None) -> tuple[int, object]:
@@ -103,8 +53,8 @@ def _grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(BIN / "grpcurl"), "-plaintext", *args], capture_output=True, text=True, timeout=30)
 
 
-def test_up_serves_every_service_and_keeps_its_data_across_restarts(start_up: Callable[[], Up], tmp_path: Path) -> None:
-    up = start_up()
+def test_up_serves_every_service_and_keeps_its_data_across_restarts(start: Callable[[], Up], tmp_path: Path) -> None:
+    up = start()
     dev_key = up.wait_for(r"dev secret key\s+([0-9a-f-]{36})").group(1)
     assert "NANGO_ENCRYPTION_KEY is not set" in up.text()
     api = f"http://127.0.0.1:{up.ports['SERVER_PORT']}"
@@ -138,7 +88,7 @@ def test_up_serves_every_service_and_keeps_its_data_across_restarts(start_up: Ca
     assert up.stop() == 0
     assert "Stopped." in up.text()
 
-    again = start_up()
+    again = start()
     assert again.wait_for(r"dev secret key\s+([0-9a-f-]{36})").group(1) == dev_key
     assert "NANGO_ENCRYPTION_KEY is not set" not in again.text()
     allowed = _grpcurl(
@@ -151,7 +101,7 @@ def test_up_serves_every_service_and_keeps_its_data_across_restarts(start_up: Ca
 
 
 def test_up_refuses_a_bad_setting_with_exit_code_2(tmp_path: Path) -> None:
-    env = _environment(tmp_path, {"SERVER_PORT": 3003})
+    env = platform_environment(tmp_path, {"SERVER_PORT": 3003})
     env["NANGO_ORCHESTRATOR_PORT"] = "not-a-port"
     done = subprocess.run([str(BIN / "nango"), "up"], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
@@ -162,7 +112,7 @@ def test_up_refuses_a_bad_setting_with_exit_code_2(tmp_path: Path) -> None:
 
 
 def test_production_mode_refuses_to_start_without_an_encryption_key(tmp_path: Path) -> None:
-    env = _environment(tmp_path, {})
+    env = platform_environment(tmp_path, {})
     env["NANGO_ENV"] = "production"
     done = subprocess.run([str(BIN / "nango"), "up"], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from nango.server.environments import EnvironmentService
-from nango.server.gateway.middleware import ENVIRONMENTS, authenticate, cors, error_envelope
-from nango.server.gateway.routes import routes
+from nango.server.gateway import connections, integrations, providers, routes
+from nango.server.gateway.context import GATEWAY, Gateway
+from nango.server.gateway.middleware import authenticate, cors, error_envelope
 
 
-def build_app(environments: EnvironmentService, *, body_limit: int) -> web.Application:
+def build_app(gateway: Gateway, *, body_limit: int) -> web.Application:
     app = web.Application(middlewares=[error_envelope, cors, authenticate], client_max_size=body_limit)
-    app[ENVIRONMENTS] = environments
-    app.add_routes(routes)
+    app[GATEWAY] = gateway
+    for module in (routes, providers, integrations, connections):
+        app.add_routes(module.routes)
     return app
 
 

@@ -15,12 +15,12 @@ from nango.errors import (
     NotFound,
     RequestTooLarge,
 )
-from nango.server.environments import Environment, EnvironmentService
+from nango.server.environments import Environment
+from nango.server.gateway.context import GATEWAY
 from nango.server.gateway.http import Auth, Handler, auth_of, json_response
 
 log = logging.getLogger(__name__)
 
-ENVIRONMENTS = web.AppKey("environments", EnvironmentService)
 ENVIRONMENT = web.RequestKey("environment", Environment)
 
 CORS_ALLOW_HEADERS = (
@@ -102,6 +102,6 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     route = request.match_info.route
     if request.match_info.http_exception is not None or auth_of(route.handler) is Auth.NONE:
         return await handler(request)
-    environment = await request.app[ENVIRONMENTS].authenticate(bearer_token(request))
+    environment = await request.app[GATEWAY].environments.authenticate(bearer_token(request))
     request[ENVIRONMENT] = environment
     return await handler(request)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from nango.errors import ServiceUnavailable
+from nango.server.gateway.context import GATEWAY
 from nango.server.gateway.http import Auth, auth, json_response
-from nango.server.gateway.middleware import ENVIRONMENT, ENVIRONMENTS
+from nango.server.gateway.middleware import ENVIRONMENT
 
 routes = web.RouteTableDef()
 
@@ -21,7 +22,7 @@ async def health(_request: web.Request) -> web.Response:
 @auth(Auth.NONE)
 async def ready(request: web.Request) -> web.Response:
     try:
-        await request.app[ENVIRONMENTS].store.ping()
+        await request.app[GATEWAY].environments.store.ping()
     except Exception as exc:
         raise ServiceUnavailable("the database is not reachable") from exc
     return json_response({"result": "ok"})
@@ -30,5 +31,5 @@ async def ready(request: web.Request) -> web.Response:
 @routes.get("/environment-variables")
 async def environment_variables(request: web.Request) -> web.Response:
     environment = request[ENVIRONMENT]
-    variables = await request.app[ENVIRONMENTS].variables(environment.id)
+    variables = await request.app[GATEWAY].environments.variables(environment.id)
     return json_response([{"name": name, "value": value} for name, value in variables])

@@ -1,0 +1,1 @@
+"""Auth flows and the credential shapes they produce (reference §4)."""

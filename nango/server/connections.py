@@ -1,0 +1,281 @@
+"""Connections: stored credentials, kept fresh on read under a lock shared by every replica."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from nango.crypto import Keyring
+from nango.kv import KVStore, LockTimeout
+from nango.oplog import OperationsLog
+from nango.providers import Provider
+from nango.server.auth import credentials as creds
+from nango.server.auth.oauth2 import TokenRequestFailed
+from nango.server.errors import (
+    InvalidCredentials,
+    RefreshBackoff,
+    RefreshExhausted,
+    UnknownConnection,
+    UnknownProviderConfig,
+)
+from nango.server.integrations import Integration, IntegrationService
+from nango.server.refresh import Refresher
+from nango.server.store.connections import ConnectionFilter, ConnectionRow, ConnectionStore, EndUserValues
+
+log = logging.getLogger(__name__)
+
+BACKOFF = timedelta(seconds=30)
+EXHAUSTED_AFTER_DAYS = 4
+LOCK_TTL = 10.0
+LOCK_WAIT = 12.0
+# last_fetched_at is informational; writing it on every read would double the cost of a read.
+FETCHED_RESOLUTION = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class Connection:
+    row: ConnectionRow
+    credentials: dict[str, Any]
+
+    @property
+    def id(self) -> int:
+        return self.row.id
+
+    @property
+    def connection_id(self) -> str:
+        return self.row.connection_id
+
+    @property
+    def provider_config_key(self) -> str:
+        return self.row.provider_config_key
+
+
+@dataclass(frozen=True)
+class NewConnection:
+    """What an auth flow or an import hands over to be stored."""
+
+    integration: Integration
+    connection_id: str
+    auth_mode: str
+    credentials: dict[str, Any]
+    connection_config: dict[str, Any]
+    metadata: dict[str, Any] | None = None
+    tags: dict[str, str] | None = None
+    end_user: EndUserValues | None = None
+    webhook_url_override: str | None = None
+
+
+class ConnectionService:
+    def __init__(
+        self,
+        store: ConnectionStore,
+        integrations: IntegrationService,
+        keyring: Keyring,
+        kv: KVStore,
+        refresher: Refresher,
+        oplog: OperationsLog,
+    ) -> None:
+        self.store = store
+        self.integrations = integrations
+        self.keyring = keyring
+        self.kv = kv
+        self.refresher = refresher
+        self.oplog = oplog
+
+    def _aad(self, row_uuid: str) -> str:
+        return f"connection:{row_uuid}:credentials"
+
+    def _seal(self, row_uuid: str, credentials: dict[str, Any]) -> str:
+        return self.keyring.seal(json.dumps(credentials, separators=(",", ":")), aad=self._aad(row_uuid))
+
+    def open(self, row: ConnectionRow) -> Connection:
+        return Connection(row, json.loads(self.keyring.open(row.credentials_sealed, aad=self._aad(row.uuid))))
+
+    async def search(self, query: ConnectionFilter) -> list[ConnectionRow]:
+        return await self.store.search(query)
+
+    async def find(self, environment_id: int, provider_config_key: str, connection_id: str) -> Connection | None:
+        row = await self.store.get_by_key(environment_id, provider_config_key, connection_id)
+        return self.open(row) if row else None
+
+    async def get(self, environment_id: int, provider_config_key: str, connection_id: str) -> Connection:
+        found = await self.find(environment_id, provider_config_key, connection_id)
+        if found is None:
+            if await self.integrations.find(environment_id, provider_config_key) is None:
+                raise UnknownProviderConfig()
+            raise UnknownConnection()
+        return found
+
+    async def save(self, new: NewConnection) -> tuple[Connection, bool]:
+        """Create the connection, or override the live one with the same id. Returns (connection, created)."""
+        row, created = await self.store.upsert(
+            row_uuid=str(uuid.uuid4()),
+            environment_id=new.integration.environment_id,
+            integration_id=new.integration.id,
+            connection_id=new.connection_id,
+            auth_mode=new.auth_mode,
+            credentials_sealed=None,
+            seal=lambda row_uuid: self._seal(row_uuid, new.credentials),
+            credentials_expires_at=creds.expires_at(new.credentials),
+            connection_config=new.connection_config,
+            metadata=new.metadata,
+            tags=new.tags,
+            end_user=new.end_user,
+            webhook_url_override=new.webhook_url_override,
+        )
+        return self.open(row), created
+
+    async def get_fresh(
+        self, environment_id: int, provider_config_key: str, connection_id: str, *, force_refresh: bool = False
+    ) -> Connection:
+        """The connection with credentials valid now, refreshing them when they are due."""
+        connection = await self.get(environment_id, provider_config_key, connection_id)
+        fresh = await self.ensure_fresh(connection, force=force_refresh)
+        last = fresh.row.last_fetched_at
+        if last is None or creds.now() - last > FETCHED_RESOLUTION:
+            await self.store.touch_fetched(fresh.id)
+        return fresh
+
+    async def ensure_fresh(self, connection: Connection, *, force: bool) -> Connection:
+        integration = await self.integrations.get_by_id(connection.row.integration_id)
+        provider = self.integrations.provider(connection.row.provider)
+        if integration is None or provider is None:
+            return connection
+        if not self.refresher.due(provider, connection.row.provider, connection.credentials, force=force):
+            return connection
+        if not force:
+            self._check_backoff(connection.row)
+        key = (
+            f"lock:refresh:{connection.row.environment_id}:{connection.provider_config_key}:{connection.connection_id}"
+        )
+        try:
+            async with self.kv.lock(key, ttl=LOCK_TTL, wait=LOCK_WAIT):
+                current_row = await self.store.get_by_id(connection.id)
+                if current_row is None:
+                    raise UnknownConnection()
+                current = self.open(current_row)
+                # another replica may have refreshed while we waited for the lock
+                if current_row.credentials_sealed != connection.row.credentials_sealed and not self.refresher.due(
+                    provider, current_row.provider, current.credentials, force=False
+                ):
+                    return current
+                return await self._refresh(current, integration, provider)
+        except LockTimeout:
+            latest = await self.store.get_by_id(connection.id)
+            return self.open(latest) if latest else connection
+
+    def _check_backoff(self, row: ConnectionRow) -> None:
+        if row.refresh_exhausted:
+            raise RefreshExhausted()
+        if row.last_refresh_failure is not None and creds.now() - row.last_refresh_failure < BACKOFF:
+            raise RefreshBackoff()
+
+    async def _refresh(self, connection: Connection, integration: Integration, provider: Provider) -> Connection:
+        operation = self.oplog.start(
+            "auth",
+            "refresh_token",
+            state="running",
+            environment_id=connection.row.environment_id,
+            provider_config_key=connection.provider_config_key,
+            provider=connection.row.provider,
+            connection_id=connection.connection_id,
+            nango_connection_id=connection.id,
+        )
+        try:
+            refreshed = await self.refresher.refresh(
+                provider, integration, connection.credentials, connection.row.connection_config
+            )
+        except TokenRequestFailed as exc:
+            operation.fail({"type": exc.error_type, "description": exc.description})
+            row = await self.store.record_refresh_failure(connection.id, operation.id, EXHAUSTED_AFTER_DAYS)
+            log.info(
+                "credential refresh failed",
+                extra={
+                    "connection": connection.id,
+                    "error_type": exc.error_type,
+                    "exhausted": bool(row and row.refresh_exhausted),
+                },
+            )
+            raise InvalidCredentials(
+                f"The credentials could not be refreshed: {exc.error_type}: {exc.description}",
+                payload={"error": {"type": exc.error_type, "description": exc.description}},
+            ) from None
+        except creds.TokenResponseError as exc:
+            operation.fail({"type": "invalid_token_response", "description": str(exc)})
+            await self.store.record_refresh_failure(connection.id, operation.id, EXHAUSTED_AFTER_DAYS)
+            raise InvalidCredentials(f"The credentials could not be refreshed: {exc}") from None
+        await self.store.store_refreshed(
+            connection.id,
+            self._seal(connection.row.uuid, refreshed.credentials),
+            refreshed.expires_at,
+            refreshed.connection_config,
+        )
+        operation.succeed()
+        row = await self.store.get_by_id(connection.id)
+        if row is None:
+            raise UnknownConnection()
+        return self.open(row)
+
+    async def set_metadata(
+        self,
+        environment_id: int,
+        provider_config_key: str,
+        connection_ids: list[str],
+        metadata: dict[str, Any],
+        *,
+        merge: bool,
+    ) -> None:
+        rows = []
+        for connection_id in connection_ids:
+            rows.append(await self.get(environment_id, provider_config_key, connection_id))
+        await self.store.set_metadata([c.id for c in rows], metadata, merge=merge)
+
+    async def patch(
+        self,
+        environment_id: int,
+        provider_config_key: str,
+        connection_id: str,
+        *,
+        end_user: EndUserValues | None,
+        tags: dict[str, str] | None,
+        webhook_url_override: str | None,
+        clear_webhook_url_override: bool = False,
+    ) -> None:
+        connection = await self.get(environment_id, provider_config_key, connection_id)
+        await self.store.patch(
+            connection.id,
+            environment_id,
+            end_user=end_user,
+            tags=tags,
+            webhook_url_override=webhook_url_override,
+            clear_webhook_url_override=clear_webhook_url_override,
+        )
+
+    async def delete(self, environment_id: int, provider_config_key: str, connection_id: str) -> None:
+        connection = await self.get(environment_id, provider_config_key, connection_id)
+        await self.store.soft_delete(connection.id)
+
+    async def refresh_due(self, *, limit: int, stale_after: timedelta) -> int:
+        """One pass of the keep-alive loop: refresh what expires soon or was not used lately."""
+        now = creds.now()
+        refreshed = 0
+        for row_id in await self.store.due_for_refresh(now + timedelta(minutes=15), now - stale_after, limit):
+            row = await self.store.get_by_id(row_id)
+            if row is None:
+                continue
+            connection = self.open(row)
+            stale = (row.last_fetched_at or row.created_at) < now - stale_after
+            try:
+                await self.ensure_fresh(connection, force=stale and connection.credentials.get("type") == "OAUTH2")
+                refreshed += 1
+            except (InvalidCredentials, RefreshBackoff, RefreshExhausted):
+                continue
+        return refreshed
+
+    @staticmethod
+    def expiry_of(connection: Connection) -> datetime | None:
+        return creds.expires_at(connection.credentials)

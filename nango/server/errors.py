@@ -1,0 +1,50 @@
+"""The server's error types (Nango's public codes)."""
+
+from __future__ import annotations
+
+from nango.errors import Conflict, FailedDependency, InvalidBody, NangoError, NotFound, RpcStatus
+
+
+class UnknownProviderConfig(NotFound):
+    code = "unknown_provider_config"
+    default_message = "Integration does not exist"
+
+
+class UnknownConnection(NangoError):
+    code = "unknown_connection"
+    http_status = 400
+    rpc_status = RpcStatus.NOT_FOUND
+    default_message = "Connection does not exist"
+
+
+class IntegrationExists(Conflict):
+    code = "conflict"
+    default_message = "An integration with this unique_key already exists"
+
+
+class IncompatibleCredentials(InvalidBody):
+    default_message = "incompatible credentials auth type and provider auth"
+
+
+class ConnectionTestFailed(NangoError):
+    code = "connection_test_failed"
+    http_status = 400
+    rpc_status = RpcStatus.FAILED_PRECONDITION
+    default_message = "The credentials were refused by the provider"
+
+
+class InvalidCredentials(NangoError):
+    code = "invalid_credentials"
+    http_status = 400
+    rpc_status = RpcStatus.FAILED_PRECONDITION
+    default_message = "The credentials are invalid"
+
+
+class RefreshBackoff(FailedDependency):
+    code = "connection_refresh_backoff"
+    default_message = "The last credential refresh failed less than 30 seconds ago; try again later"
+
+
+class RefreshExhausted(FailedDependency):
+    code = "connection_refresh_exhausted"
+    default_message = "Refreshing the credentials failed too many times; the end user must reconnect"

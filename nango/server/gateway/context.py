@@ -1,0 +1,33 @@
+"""What the routes reach: the control-plane services and a few settings, in one app key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from nango.kv import KVStore
+from nango.providers import CatalogRef
+from nango.server.connections import ConnectionService
+from nango.server.environments import EnvironmentService
+from nango.server.integrations import IntegrationService
+
+
+@dataclass
+class Gateway:
+    environments: EnvironmentService
+    integrations: IntegrationService
+    connections: ConnectionService
+    providers: CatalogRef
+    kv: KVStore
+    server_url: str
+    public_connect_url: str
+
+    def logo_url(self, provider: str) -> str:
+        return f"{self.server_url.rstrip('/')}/images/template-logos/{provider}.svg"
+
+    def webhook_url(self, environment_uuid: str, provider_config_key: str) -> str:
+        return f"{self.server_url.rstrip('/')}/webhook/{environment_uuid}/{provider_config_key}"
+
+
+GATEWAY = web.AppKey("gateway", Gateway)

@@ -1,0 +1,85 @@
+"""The official `@nangohq/node` SDK (pinned in package.json) against `nango up`.
+
+`scripts/test.sh` installs the npm packages; the `platform` fixture starts the platform once for
+the whole compat run, the `sdk` fixture one long-lived node process that calls SDK methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.platform import Up, start_up
+
+HERE = Path(__file__).parent
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+    if not (HERE / "node_modules" / "@nangohq" / "node").exists():
+        pytest.fail("npm packages missing: run `npm ci --prefix tests/compat` (scripts/test.sh does)")
+    up = start_up(tmp_path_factory.mktemp("compat"), name="compat").wait_ready()
+    yield up
+    assert up.stop() == 0
+
+
+@dataclass
+class SdkError(Exception):
+    status: int | None
+    data: Any
+    message: str
+
+    @property
+    def code(self) -> str | None:
+        if isinstance(self.data, dict) and isinstance(self.data.get("error"), dict):
+            return self.data["error"].get("code")
+        return None
+
+
+class Sdk:
+    """Calls `new Nango({host, secretKey})[method](...args)` in the node driver."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self._ids = itertools.count()
+        self._lock = asyncio.Lock()
+
+    async def __call__(self, method: str, *args: Any, key: str | None = None) -> Any:
+        async with self._lock:
+            request = {"id": next(self._ids), "method": method, "args": list(args), "key": key}
+            assert self.process.stdin is not None and self.process.stdout is not None
+            self.process.stdin.write((json.dumps(request) + "\n").encode())
+            await self.process.stdin.drain()
+            line = await asyncio.wait_for(self.process.stdout.readline(), 60)
+        answer = json.loads(line)
+        if not answer["ok"]:
+            raise SdkError(answer["status"], answer["data"], answer["message"])
+        return answer["result"]
+
+
+@pytest.fixture(scope="session")
+async def sdk(platform: Up) -> AsyncIterator[Sdk]:
+    node = shutil.which("node")
+    assert node is not None, "node is needed for the compat tests"
+    process = await asyncio.create_subprocess_exec(
+        node,
+        str(HERE / "driver.mjs"),
+        platform.api,
+        platform.dev_key,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=HERE,
+        limit=64 * 1024 * 1024,
+    )
+    yield Sdk(process)
+    assert process.stdin is not None
+    process.stdin.close()
+    await asyncio.wait_for(process.wait(), 10)
