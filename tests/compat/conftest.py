@@ -55,7 +55,8 @@ class Sdk:
     async def __call__(self, method: str, *args: Any, key: str | None = None) -> Any:
         async with self._lock:
             request = {"id": next(self._ids), "method": method, "args": list(args), "key": key}
-            assert self.process.stdin is not None and self.process.stdout is not None
+            assert self.process.stdin is not None
+            assert self.process.stdout is not None
             self.process.stdin.write((json.dumps(request) + "\n").encode())
             await self.process.stdin.drain()
             line = await asyncio.wait_for(self.process.stdout.readline(), 60)
