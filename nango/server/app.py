@@ -18,6 +18,7 @@ from nango.kv import open_kv
 from nango.oplog import migrate_logs, open_operations_log
 from nango.providers import CatalogRef, CatalogReloader, load_catalog
 from nango.server.auth.oauth2 import OAuth2Client
+from nango.server.connect_sessions import ConnectSessionService
 from nango.server.connections import ConnectionService
 from nango.server.daemons import ConnectionKeepAlive, Housekeeping
 from nango.server.environments import EnvironmentService
@@ -28,6 +29,7 @@ from nango.server.refresh import Refresher
 from nango.server.rpc import ServerServicer
 from nango.server.settings import ServerSettings
 from nango.server.store import ConnectionStore, EnvironmentStore, IntegrationStore
+from nango.server.store.sessions import SessionStore
 from nangopb.server.v1 import server_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -90,14 +92,20 @@ async def run(settings: ServerSettings, stop: asyncio.Event) -> None:
         connections = ConnectionService(
             ConnectionStore(pool), integrations, keyring, kv, Refresher(OAuth2Client(http)), oplog
         )
+        connect_sessions = ConnectSessionService(
+            SessionStore(pool, connections.store), keyring, integrations, connections
+        )
         gateway = Gateway(
             environments=environments,
             integrations=integrations,
             connections=connections,
             providers=providers,
             kv=kv,
+            connect_sessions=connect_sessions,
             server_url=settings.server_url,
             public_connect_url=settings.public_connect_url,
+            websockets_path=settings.websockets_path,
+            public_auth_deprecated_after=settings.public_auth_deprecated_after,
         )
         daemons = [
             ConnectionKeepAlive(

@@ -6,6 +6,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 from nango.crypto import Keyring, sha256_hex
 from nango.errors import InvalidSecretKeyFormat, UnknownAccount
@@ -43,6 +44,7 @@ class EnvironmentService:
         self.store = store
         self.keyring = keyring
         self._by_hash: dict[str, tuple[float, Environment]] = {}
+        self._by_id: dict[int, Environment] = {}
 
     def _seal_key(self, env_uuid: str, secret_key: str) -> str:
         return self.keyring.seal(secret_key, aad=f"environment:{env_uuid}:secret_key")
@@ -106,6 +108,25 @@ class EnvironmentService:
             self._by_hash.clear()
         self._by_hash[digest] = (now + _CACHE_SECONDS, environment)
         return environment
+
+    async def get(self, environment_id: int) -> Environment:
+        """An environment by id (cached like key lookups: environments are created, not changed)."""
+        cached = self._by_id.get(environment_id)
+        if cached is not None:
+            return cached
+        row = await self.store.environment_by_id(environment_id)
+        if row is None:
+            raise UnknownAccount()
+        environment = Environment.from_row(row)
+        self._by_id[environment_id] = environment
+        return environment
+
+    async def by_public_key(self, public_key: str) -> Environment | None:
+        row = await self.store.environment_by_public_key(public_key)
+        return Environment.from_row(row) if row else None
+
+    async def account_created_at(self, account_id: int) -> datetime:
+        return await self.store.account_created_at(account_id)
 
     async def variables(self, environment_id: int) -> list[tuple[str, str]]:
         return [

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nango.errors import Conflict, FailedDependency, InvalidBody, NangoError, NotFound, RpcStatus
+from nango.errors import Conflict, FailedDependency, InvalidBody, NangoError, NotFound, RpcStatus, Unauthenticated
 
 
 class UnknownProviderConfig(NotFound):
@@ -48,3 +48,18 @@ class RefreshBackoff(FailedDependency):
 class RefreshExhausted(FailedDependency):
     code = "connection_refresh_exhausted"
     default_message = "Refreshing the credentials failed too many times; the end user must reconnect"
+
+
+class MissingPublicKey(Unauthenticated):
+    code = "missing_public_key"
+    default_message = "Authentication failed. Missing connect_session_token (or public_key) in the query string."
+
+
+class InvalidPublicKey(Unauthenticated):
+    code = "invalid_public_key"
+    default_message = "Authentication failed. The public key is not a valid UUID v4."
+
+
+class DeprecatedAuthentication(Unauthenticated):
+    code = "deprecated_authentication"
+    default_message = "Public key authentication is deprecated; use a connect session token"

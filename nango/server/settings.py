@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 
@@ -50,6 +51,9 @@ class ServerSettings(
     public_body_limit: str = Field("75mb", validation_alias="NANGO_SERVER_PUBLIC_BODY_LIMIT")
     secret_key_dev: SecretStr | None = Field(None, validation_alias="NANGO_SECRET_KEY_DEV")
     secret_key_prod: SecretStr | None = Field(None, validation_alias="NANGO_SECRET_KEY_PROD")
+    public_auth_deprecated_after: datetime = Field(
+        datetime(2025, 8, 25, tzinfo=UTC), validation_alias="PUBLIC_AUTHENTICATION_DEPRECATION_DATE"
+    )
     refresh_connections_every_min: float = Field(
         10, gt=0, le=1440, validation_alias="CRON_REFRESH_CONNECTIONS_EVERY_MIN"
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from nango.server.gateway import connections, integrations, providers, routes
+from nango.server.gateway import connect, connections, integrations, providers, routes
 from nango.server.gateway.context import GATEWAY, Gateway
 from nango.server.gateway.middleware import authenticate, cors, error_envelope
 
@@ -12,7 +12,7 @@ from nango.server.gateway.middleware import authenticate, cors, error_envelope
 def build_app(gateway: Gateway, *, body_limit: int) -> web.Application:
     app = web.Application(middlewares=[error_envelope, cors, authenticate], client_max_size=body_limit)
     app[GATEWAY] = gateway
-    for module in (routes, providers, integrations, connections):
+    for module in (routes, providers, integrations, connections, connect):
         app.add_routes(module.routes)
     return app
 

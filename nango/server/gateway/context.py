@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from aiohttp import web
 
 from nango.kv import KVStore
 from nango.providers import CatalogRef
+from nango.server.connect_sessions import ConnectSessionService
 from nango.server.connections import ConnectionService
 from nango.server.environments import EnvironmentService
 from nango.server.integrations import IntegrationService
@@ -20,8 +22,11 @@ class Gateway:
     connections: ConnectionService
     providers: CatalogRef
     kv: KVStore
+    connect_sessions: ConnectSessionService
     server_url: str
     public_connect_url: str
+    websockets_path: str
+    public_auth_deprecated_after: datetime
 
     def logo_url(self, provider: str) -> str:
         return f"{self.server_url.rstrip('/')}/images/template-logos/{provider}.svg"

@@ -18,6 +18,12 @@ class Auth(Enum):
     """How a route authenticates its caller (reference §2.1)."""
 
     SECRET_KEY = "secret_key"  # noqa: S105 - an enum label
+    # Bearer connect-session token (Connect UI's own calls)
+    CONNECT_SESSION = "connect_session"
+    # either of the above (routes Connect UI and the backend share)
+    SECRET_KEY_OR_CONNECT_SESSION = "secret_key_or_connect_session"  # noqa: S105 - an enum label
+    # `?connect_session_token=` (or the deprecated `?public_key=`) on browser auth flows
+    FLOW = "flow"
     NONE = "none"
 
 

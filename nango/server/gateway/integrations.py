@@ -6,8 +6,8 @@ from aiohttp import web
 
 from nango.errors import InvalidQueryParams
 from nango.server.gateway.context import GATEWAY
-from nango.server.gateway.http import json_response
-from nango.server.gateway.middleware import ENVIRONMENT
+from nango.server.gateway.http import Auth, auth, json_response
+from nango.server.gateway.middleware import CONNECT_SESSION, ENVIRONMENT
 from nango.server.gateway.validation import parse_body, reject_unknown_query
 from nango.server.gateway.views import public_integration
 from nango.server.integrations import CreateIntegration, UpdateIntegration
@@ -31,9 +31,13 @@ def _includes(request: web.Request) -> set[str]:
 
 
 @routes.get("/integrations")
+@auth(Auth.SECRET_KEY_OR_CONNECT_SESSION)
 async def list_integrations(request: web.Request) -> web.Response:
     gw, environment = request.app[GATEWAY], request[ENVIRONMENT]
     integrations = await gw.integrations.all(environment.id)
+    session = request.get(CONNECT_SESSION)
+    if session is not None and session.allowed_integrations is not None:
+        integrations = [i for i in integrations if i.unique_key in session.allowed_integrations]
     return json_response({"data": [public_integration(gw, i, environment.uuid, set()) for i in integrations]})
 
 

@@ -14,14 +14,20 @@ from nango.errors import (
     NangoError,
     NotFound,
     RequestTooLarge,
+    UnknownAccount,
 )
+from nango.server.connect_sessions import TOKEN_PREFIX as CONNECT_SESSION_PREFIX
 from nango.server.environments import Environment
+from nango.server.errors import DeprecatedAuthentication, InvalidPublicKey, MissingPublicKey
 from nango.server.gateway.context import GATEWAY
 from nango.server.gateway.http import Auth, Handler, auth_of, json_response
+from nango.server.settings import UUID_V4
+from nango.server.store.sessions import ConnectSessionRow
 
 log = logging.getLogger(__name__)
 
 ENVIRONMENT = web.RequestKey("environment", Environment)
+CONNECT_SESSION = web.RequestKey("connect_session", ConnectSessionRow)
 
 CORS_ALLOW_HEADERS = (
     "Authorization, Content-Type, Accept, Origin, X-Requested-With, Nango-Activity-Log-Id, Nango-Is-Dry-Run, "
@@ -97,11 +103,46 @@ def bearer_token(request: web.Request) -> str:
 
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Routes need the environment's secret key unless they declare otherwise; unknown routes 404
-    before any authentication."""
+    """Routes need the environment's secret key unless they declare otherwise (reference §2.1);
+    unknown routes 404 before any authentication."""
     route = request.match_info.route
-    if request.match_info.http_exception is not None or auth_of(route.handler) is Auth.NONE:
+    mode = auth_of(route.handler)
+    if request.match_info.http_exception is not None or mode is Auth.NONE:
         return await handler(request)
-    environment = await request.app[GATEWAY].environments.authenticate(bearer_token(request))
-    request[ENVIRONMENT] = environment
+    gw = request.app[GATEWAY]
+    if mode is Auth.FLOW:
+        await _flow_auth(request)
+        return await handler(request)
+    token = bearer_token(request)
+    if mode is Auth.CONNECT_SESSION or (
+        mode is Auth.SECRET_KEY_OR_CONNECT_SESSION and token.startswith(CONNECT_SESSION_PREFIX)
+    ):
+        session = await gw.connect_sessions.authenticate(token)
+        request[CONNECT_SESSION] = session
+        request[ENVIRONMENT] = await gw.environments.get(session.environment_id)
+    else:
+        request[ENVIRONMENT] = await gw.environments.authenticate(token)
     return await handler(request)
+
+
+async def _flow_auth(request: web.Request) -> None:
+    """Browser auth flows carry `?connect_session_token=`; the legacy `?public_key=` is refused for
+    accounts created after PUBLIC_AUTHENTICATION_DEPRECATION_DATE, as Nango does."""
+    gw = request.app[GATEWAY]
+    token = request.query.get("connect_session_token")
+    if token:
+        session = await gw.connect_sessions.authenticate(token)
+        request[CONNECT_SESSION] = session
+        request[ENVIRONMENT] = await gw.environments.get(session.environment_id)
+        return
+    public_key = request.query.get("public_key")
+    if not public_key:
+        raise MissingPublicKey()
+    if not UUID_V4.match(public_key):
+        raise InvalidPublicKey()
+    environment = await gw.environments.by_public_key(public_key)
+    if environment is None:
+        raise UnknownAccount("Authentication failed. The provided public key is not valid.")
+    if await gw.environments.account_created_at(environment.account_id) > gw.public_auth_deprecated_after:
+        raise DeprecatedAuthentication()
+    request[ENVIRONMENT] = environment

@@ -19,6 +19,7 @@ _SLUG = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
 
 
 @routes.get("/providers")
+@auth(Auth.SECRET_KEY_OR_CONNECT_SESSION)
 async def list_providers(request: web.Request) -> web.Response:
     reject_unknown_query(request, {"search"})
     gw = request.app[GATEWAY]
@@ -31,6 +32,7 @@ async def list_providers(request: web.Request) -> web.Response:
 
 
 @routes.get("/providers/{provider}")
+@auth(Auth.SECRET_KEY_OR_CONNECT_SESSION)
 async def get_provider(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     name = request.match_info["provider"]

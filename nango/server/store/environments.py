@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -104,6 +105,19 @@ class EnvironmentStore:
             f"SELECT {_ENV_COLUMNS} FROM environments WHERE secret_key_hash = $1", secret_key_hash
         )
         return EnvironmentRow.from_record(row) if row else None
+
+    async def environment_by_id(self, env_id: int) -> EnvironmentRow | None:
+        row = await self.pool.fetchrow(f"SELECT {_ENV_COLUMNS} FROM environments WHERE id = $1", env_id)
+        return EnvironmentRow.from_record(row) if row else None
+
+    async def environment_by_public_key(self, public_key: str) -> EnvironmentRow | None:
+        row = await self.pool.fetchrow(f"SELECT {_ENV_COLUMNS} FROM environments WHERE public_key = $1", public_key)
+        return EnvironmentRow.from_record(row) if row else None
+
+    async def account_created_at(self, account_id: int) -> datetime:
+        value = await self.pool.fetchval("SELECT created_at FROM accounts WHERE id = $1", account_id)
+        assert isinstance(value, datetime)
+        return value
 
     async def list_environments(self) -> list[EnvironmentRow]:
         rows = await self.pool.fetch(f"SELECT {_ENV_COLUMNS} FROM environments ORDER BY id")
