@@ -61,7 +61,7 @@ async def test_session_create_use_and_delete(sdk: Sdk, platform: Up) -> None:
     status, integrations = await _get(platform, "/integrations", token)
     assert status == 200
     assert [i["unique_key"] for i in integrations["data"]] == [allowed]
-    status, provider = await _get(platform, "/providers/github", token)
+    status, _ = await _get(platform, "/providers/github", token)
     assert status == 200
 
     status, connections = await _get(platform, "/connections", token)
