@@ -17,6 +17,7 @@ from nango.grpckit import ServiceBinding, start_server
 from nango.kv import open_kv
 from nango.oplog import migrate_logs, open_operations_log
 from nango.providers import CatalogRef, CatalogReloader, load_catalog
+from nango.server.auth.flows import FlowFinisher
 from nango.server.auth.oauth2 import OAuth2Client
 from nango.server.connect_sessions import ConnectSessionService
 from nango.server.connections import ConnectionService
@@ -102,6 +103,7 @@ async def run(settings: ServerSettings, stop: asyncio.Event) -> None:
             providers=providers,
             kv=kv,
             connect_sessions=connect_sessions,
+            finisher=FlowFinisher(connections, oplog),
             server_url=settings.server_url,
             public_connect_url=settings.public_connect_url,
             websockets_path=settings.websockets_path,

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from nango.kv import KVStore
 from nango.providers import CatalogRef
+from nango.server.auth.flows import FlowFinisher
 from nango.server.connect_sessions import ConnectSessionService
 from nango.server.connections import ConnectionService
 from nango.server.environments import EnvironmentService
@@ -23,6 +24,7 @@ class Gateway:
     providers: CatalogRef
     kv: KVStore
     connect_sessions: ConnectSessionService
+    finisher: FlowFinisher
     server_url: str
     public_connect_url: str
     websockets_path: str
