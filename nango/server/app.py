@@ -108,6 +108,7 @@ async def run(settings: ServerSettings, stop: asyncio.Event) -> None:
             public_connect_url=settings.public_connect_url,
             websockets_path=settings.websockets_path,
             public_auth_deprecated_after=settings.public_auth_deprecated_after,
+            rate_limit_per_minute=settings.rate_limit_per_minute if settings.rate_limit_enabled else 0,
         )
         daemons = [
             ConnectionKeepAlive(

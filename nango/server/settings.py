@@ -54,6 +54,8 @@ class ServerSettings(
     public_auth_deprecated_after: datetime = Field(
         datetime(2025, 8, 25, tzinfo=UTC), validation_alias="PUBLIC_AUTHENTICATION_DEPRECATION_DATE"
     )
+    rate_limit_enabled: bool = Field(True, validation_alias="FLAG_API_RATE_LIMIT_ENABLED")
+    rate_limit_per_minute: int = Field(200, ge=1, le=10_000_000, validation_alias="DEFAULT_RATE_LIMIT_PER_MIN")
     refresh_connections_every_min: float = Field(
         10, gt=0, le=1440, validation_alias="CRON_REFRESH_CONNECTIONS_EVERY_MIN"
     )

@@ -26,7 +26,9 @@ HERE = Path(__file__).parent
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     if not (HERE / "node_modules" / "@nangohq" / "node").exists():
         pytest.fail("npm packages missing: run `npm ci --prefix tests/compat` (scripts/test.sh does)")
-    up = start_up(tmp_path_factory.mktemp("compat"), name="compat").wait_ready()
+    # the suite makes more calls a minute than Nango's default limit of 200 allows one account
+    extra = {"DEFAULT_RATE_LIMIT_PER_MIN": "100000"}
+    up = start_up(tmp_path_factory.mktemp("compat"), name="compat", extra_env=extra).wait_ready()
     yield up
     assert up.stop() == 0
 

@@ -4,6 +4,7 @@ envelope, environment bootstrap and the internal gRPC API."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -229,3 +230,30 @@ async def test_json_bodies(json_app: str, body: bytes, content_type: str, status
         assert payload == {"got": {"a": 1}}
     else:
         assert payload["error"]["code"] == code
+
+
+async def test_rate_limit_per_account(server: Server) -> None:
+    port, grpc_port = free_port(), free_port()
+    server.start(
+        {"SERVER_PORT": str(port), "NANGO_SERVER_GRPC_PORT": str(grpc_port), "DEFAULT_RATE_LIMIT_PER_MIN": "3"}
+    )
+    limited = f"http://127.0.0.1:{port}"
+    await _wait_healthy(limited)
+    headers = {"Authorization": f"Bearer {server.dev_key}"}
+    if 60 - time.time() % 60 < 2:  # stay inside one fixed window
+        await asyncio.sleep(60 - time.time() % 60 + 0.1)
+    async with aiohttp.ClientSession() as session:
+        seen = []
+        for _ in range(4):
+            async with session.get(limited + "/environment-variables", headers=headers) as response:
+                seen.append((response.status, response.headers.get("X-RateLimit-Remaining"), await response.json()))
+                retry_after = response.headers.get("Retry-After")
+        assert [s[:2] for s in seen[:3]] == [(200, "2"), (200, "1"), (200, "0")]
+        status, remaining, body = seen[3]
+        assert (status, remaining) == (429, "0")
+        assert body["error"]["code"] == "too_many_request"
+        assert body["error"]["path"] == "/environment-variables"
+        assert retry_after is not None
+        assert 1 <= int(retry_after) <= 60
+        async with session.get(limited + "/health") as health:
+            assert health.status == 200

@@ -7,10 +7,11 @@ from aiohttp import web
 from nango.server.gateway import connect, connections, integrations, providers, routes
 from nango.server.gateway.context import GATEWAY, Gateway
 from nango.server.gateway.middleware import authenticate, cors, error_envelope
+from nango.server.gateway.ratelimit import rate_limit
 
 
 def build_app(gateway: Gateway, *, body_limit: int) -> web.Application:
-    app = web.Application(middlewares=[error_envelope, cors, authenticate], client_max_size=body_limit)
+    app = web.Application(middlewares=[error_envelope, cors, authenticate, rate_limit], client_max_size=body_limit)
     app[GATEWAY] = gateway
     for module in (routes, providers, integrations, connections, connect):
         app.add_routes(module.routes)

@@ -29,6 +29,8 @@ class Gateway:
     public_connect_url: str
     websockets_path: str
     public_auth_deprecated_after: datetime
+    # 0 disables the public API rate limiter
+    rate_limit_per_minute: int = 200
 
     def logo_url(self, provider: str) -> str:
         return f"{self.server_url.rstrip('/')}/images/template-logos/{provider}.svg"
