@@ -20,6 +20,14 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run one service in the foreground (for containers)")
     serve.add_argument("service", choices=SERVICES)
     commands.add_parser("migrate", help="apply database migrations of every service, then exit")
+    keys = commands.add_parser("keys", help="encryption keys of stored data")
+    key_commands = keys.add_subparsers(dest="keys_command", metavar="<keys command>", required=True)
+    key_commands.add_parser("generate", help="print a new random key for NANGO_ENCRYPTION_KEY")
+    rotate = key_commands.add_parser(
+        "rotate",
+        help="re-seal every stored secret with NANGO_ENCRYPTION_KEY (old keys in NANGO_ENCRYPTION_PREVIOUS_KEYS)",
+    )
+    rotate.add_argument("--batch-size", type=int, default=500)
     return parser
 
 
@@ -40,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
         from nango.cli.migrate import migrate_all
 
         return asyncio.run(migrate_all())
+    if args.command == "keys":
+        from nango.cli import keys
+
+        if args.keys_command == "generate":
+            return keys.generate()
+        return asyncio.run(keys.rotate(args.batch_size))
     _parser().print_help()
     return 2
 

@@ -26,6 +26,7 @@ from nango.server.environments import EnvironmentService
 from nango.server.gateway import build_app
 from nango.server.gateway.context import Gateway
 from nango.server.integrations import IntegrationService
+from nango.server.keys import check_keys
 from nango.server.refresh import Refresher
 from nango.server.rpc import ServerServicer
 from nango.server.settings import ServerSettings
@@ -82,6 +83,7 @@ async def run(settings: ServerSettings, stop: asyncio.Event) -> None:
             await reloader.start()
             stack.push_async_callback(reloader.stop)
 
+        await check_keys(pool, keyring)
         environments = EnvironmentService(EnvironmentStore(pool), keyring)
         await environments.bootstrap(
             {

@@ -17,6 +17,7 @@ from pydantic import Field, model_validator
 
 from nango.crypto import Keyring, sha256_hex
 from nango.errors import InvalidBody, Unauthenticated
+from nango.server import sealing
 from nango.server.auth.credentials import now
 from nango.server.connections import ConnectionService
 from nango.server.errors import UnknownConnection
@@ -129,7 +130,7 @@ class ConnectSessionService:
                 uuid=session_uuid,
                 environment_id=environment_id,
                 token_hash=sha256_hex(token),
-                token_sealed=self.keyring.seal(token, aad=f"connect-session:{session_uuid}"),
+                token_sealed=self.keyring.seal(token, aad=sealing.connect_session_token(session_uuid)),
                 end_user=end_user_values(end_user, organization),
                 allowed_integrations=allowed_integrations,
                 integrations_config_defaults={k: v.model_dump(exclude_none=True) for k, v in defaults.items()}

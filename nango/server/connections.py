@@ -13,6 +13,7 @@ from nango.crypto import Keyring
 from nango.kv import KVStore, LockTimeout
 from nango.oplog import OperationsLog
 from nango.providers import Provider
+from nango.server import sealing
 from nango.server.auth import credentials as creds
 from nango.server.auth.oauth2 import TokenRequestFailed
 from nango.server.errors import (
@@ -86,14 +87,15 @@ class ConnectionService:
         self.refresher = refresher
         self.oplog = oplog
 
-    def _aad(self, row_uuid: str) -> str:
-        return f"connection:{row_uuid}:credentials"
-
     def _seal(self, row_uuid: str, credentials: dict[str, Any]) -> str:
-        return self.keyring.seal(json.dumps(credentials, separators=(",", ":")), aad=self._aad(row_uuid))
+        return self.keyring.seal(
+            json.dumps(credentials, separators=(",", ":")), aad=sealing.connection_credentials(row_uuid)
+        )
 
     def open(self, row: ConnectionRow) -> Connection:
-        return Connection(row, json.loads(self.keyring.open(row.credentials_sealed, aad=self._aad(row.uuid))))
+        return Connection(
+            row, json.loads(self.keyring.open(row.credentials_sealed, aad=sealing.connection_credentials(row.uuid)))
+        )
 
     async def search(self, query: ConnectionFilter) -> list[ConnectionRow]:
         return await self.store.search(query)

@@ -10,6 +10,7 @@ from datetime import datetime
 
 from nango.crypto import Keyring, sha256_hex
 from nango.errors import InvalidSecretKeyFormat, UnknownAccount
+from nango.server import sealing
 from nango.server.settings import UUID_V4
 from nango.server.store import EnvironmentRow, EnvironmentStore
 from nango.telemetry import register_secret
@@ -47,7 +48,7 @@ class EnvironmentService:
         self._by_id: dict[int, Environment] = {}
 
     def _seal_key(self, env_uuid: str, secret_key: str) -> str:
-        return self.keyring.seal(secret_key, aad=f"environment:{env_uuid}:secret_key")
+        return self.keyring.seal(secret_key, aad=sealing.environment_secret_key(env_uuid))
 
     async def bootstrap(self, provisioned: dict[str, str | None]) -> list[EnvironmentWithKey]:
         """Create the account and the `dev`/`prod` environments on first start.
@@ -86,7 +87,7 @@ class EnvironmentService:
     async def list_with_keys(self) -> list[EnvironmentWithKey]:
         out = []
         for row in await self.store.list_environments():
-            key = self.keyring.open_text(row.secret_key_sealed, aad=f"environment:{row.uuid}:secret_key")
+            key = self.keyring.open_text(row.secret_key_sealed, aad=sealing.environment_secret_key(row.uuid))
             register_secret(key)
             out.append(EnvironmentWithKey(Environment.from_row(row), key))
         return out
@@ -130,13 +131,13 @@ class EnvironmentService:
 
     async def variables(self, environment_id: int) -> list[tuple[str, str]]:
         return [
-            (name, self.keyring.open_text(sealed, aad=f"environment-variable:{environment_id}:{name}"))
+            (name, self.keyring.open_text(sealed, aad=sealing.environment_variable(environment_id, name)))
             for name, sealed in await self.store.environment_variables(environment_id)
         ]
 
     async def replace_variables(self, environment_id: int, variables: list[tuple[str, str]]) -> None:
         sealed = [
-            (name, self.keyring.seal(value, aad=f"environment-variable:{environment_id}:{name}"))
+            (name, self.keyring.seal(value, aad=sealing.environment_variable(environment_id, name)))
             for name, value in variables
         ]
         await self.store.replace_environment_variables(environment_id, sealed)

@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 from nango.crypto import Keyring
 from nango.errors import InvalidBody
 from nango.providers import CatalogRef, Provider
+from nango.server import sealing
 from nango.server.errors import IncompatibleCredentials, IntegrationExists, UnknownProviderConfig
 from nango.server.inputs import Strict
 from nango.server.store.integrations import IntegrationRow, IntegrationStore, IntegrationValues
@@ -120,7 +121,9 @@ class IntegrationService:
 
     def _open(self, row: IntegrationRow) -> Integration:
         def unseal(value: str | None, field: str) -> str | None:
-            return None if value is None else self.keyring.open_text(value, aad=f"integration:{row.uuid}:{field}")
+            return (
+                None if value is None else self.keyring.open_text(value, aad=sealing.integration_field(row.uuid, field))
+            )
 
         custom = unseal(row.custom_sealed, "custom")
         return Integration(
@@ -144,7 +147,11 @@ class IntegrationService:
 
     def _values(self, integration: Integration) -> IntegrationValues:
         def seal(value: str | None, field: str) -> str | None:
-            return None if value is None else self.keyring.seal(value, aad=f"integration:{integration.uuid}:{field}")
+            return (
+                None
+                if value is None
+                else self.keyring.seal(value, aad=sealing.integration_field(integration.uuid, field))
+            )
 
         return IntegrationValues(
             unique_key=integration.unique_key,
