@@ -143,11 +143,14 @@ class ConnectionService:
         return fresh
 
     async def ensure_fresh(self, connection: Connection, *, force: bool) -> Connection:
-        integration = await self.integrations.get_by_id(connection.row.integration_id)
         provider = self.integrations.provider(connection.row.provider)
-        if integration is None or provider is None:
+        # most reads need no refresh: decide before loading anything else
+        if provider is None or not self.refresher.due(
+            provider, connection.row.provider, connection.credentials, force=force
+        ):
             return connection
-        if not self.refresher.due(provider, connection.row.provider, connection.credentials, force=force):
+        integration = await self.integrations.get_by_id(connection.row.integration_id)
+        if integration is None:
             return connection
         if not force:
             self._check_backoff(connection.row)
