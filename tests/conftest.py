@@ -26,6 +26,9 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+# harness fixtures (`oauth_server`, `browser`) available to every test module
+pytest_plugins = ["tests.support.fixtures", "tests.support.browser"]
+
 RUN_ID = uuid.uuid4().hex[:8]
 
 
