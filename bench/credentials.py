@@ -152,7 +152,7 @@ async def main() -> None:
         headers = {"Authorization": f"Bearer {dev}"}
         ids = [f"conn-{i}" for i in range(args.connections)]
         async with aiohttp.ClientSession(headers=headers) as http:
-            async with http.post(urls[0] + "/integrations", json={"provider": "sendgrid", "unique_key": "bench"}) as r:
+            async with http.post(urls[0] + "/integrations", json={"provider": "resend", "unique_key": "bench"}) as r:
                 assert r.status == 200, await r.text()
             for connection_id in ids:
                 body = {

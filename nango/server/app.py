@@ -17,8 +17,10 @@ from nango.grpckit import ServiceBinding, start_server
 from nango.kv import open_kv
 from nango.oplog import migrate_logs, open_operations_log
 from nango.providers import CatalogRef, CatalogReloader, load_catalog
+from nango.server.auth.direct import DirectAuth
 from nango.server.auth.flows import FlowFinisher
 from nango.server.auth.oauth2 import OAuth2Client
+from nango.server.auth.oauth2_flow import OAuthFlows
 from nango.server.connect_sessions import ConnectSessionService
 from nango.server.connections import ConnectionService
 from nango.server.daemons import ConnectionKeepAlive, Housekeeping
@@ -31,6 +33,7 @@ from nango.server.refresh import Refresher
 from nango.server.rpc import ServerServicer
 from nango.server.settings import ServerSettings
 from nango.server.store import ConnectionStore, EnvironmentStore, IntegrationStore
+from nango.server.store.oauth_sessions import OAuthSessionStore
 from nango.server.store.sessions import SessionStore
 from nangopb.server.v1 import server_pb2_grpc
 
@@ -92,12 +95,14 @@ async def run(settings: ServerSettings, stop: asyncio.Event) -> None:
             }
         )
         integrations = IntegrationService(IntegrationStore(pool), keyring, providers)
+        oauth2 = OAuth2Client(http)
+        direct_auth = DirectAuth.over(http)
         connections = ConnectionService(
-            ConnectionStore(pool), integrations, keyring, kv, Refresher(OAuth2Client(http)), oplog
+            ConnectionStore(pool), integrations, keyring, kv, Refresher(oauth2, direct_auth.minters), oplog
         )
-        connect_sessions = ConnectSessionService(
-            SessionStore(pool, connections.store), keyring, integrations, connections
-        )
+        sessions = SessionStore(pool, connections.store)
+        connect_sessions = ConnectSessionService(sessions, keyring, integrations, connections)
+        finisher = FlowFinisher(connections, oplog)
         gateway = Gateway(
             environments=environments,
             integrations=integrations,
@@ -105,11 +110,24 @@ async def run(settings: ServerSettings, stop: asyncio.Event) -> None:
             providers=providers,
             kv=kv,
             connect_sessions=connect_sessions,
-            finisher=FlowFinisher(connections, oplog),
+            finisher=finisher,
             server_url=settings.server_url,
             public_connect_url=settings.public_connect_url,
             websockets_path=settings.websockets_path,
             public_auth_deprecated_after=settings.public_auth_deprecated_after,
+            oauth=OAuthFlows(
+                OAuthSessionStore(pool),
+                sessions,
+                keyring,
+                environments,
+                integrations,
+                oauth2,
+                finisher,
+                oplog,
+                callback_url=settings.server_url.rstrip("/") + "/oauth/callback",
+                state_cookie_enforced=settings.oauth_state_cookie_enforced,
+            ),
+            direct_auth=direct_auth,
             rate_limit_per_minute=settings.rate_limit_per_minute if settings.rate_limit_enabled else 0,
         )
         daemons = [

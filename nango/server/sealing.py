@@ -32,7 +32,7 @@ def connect_session_token(session_uuid: str) -> str:
 
 
 def oauth_session_secrets(session_id: str) -> str:
-    return f"oauth-session:{session_id}"
+    return f"oauth-session:{session_id}:secrets"
 
 
 @dataclass(frozen=True)

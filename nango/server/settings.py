@@ -64,6 +64,9 @@ class ServerSettings(
     delete_old_connections_max_days: int = Field(
         31, ge=0, le=3650, validation_alias="CRON_DELETE_OLD_CONNECTIONS_MAX_DAYS"
     )
+    # a callback without the state cookie set by /oauth/connect is only logged unless this is on
+    oauth_state_cookie_enforced: bool = Field(False, validation_alias="NANGO_OAUTH_STATE_COOKIE_ENFORCED")
+
 
     @field_validator("public_body_limit")
     @classmethod

@@ -90,8 +90,8 @@ async def test_session_errors(sdk: Sdk, platform: Up) -> None:
 
 
 async def test_reconnect_session_is_bound_to_its_connection(sdk: Sdk, platform: Up) -> None:
-    integration = f"sendgrid-{uuid.uuid4().hex[:6]}"
-    await sdk("createIntegration", {"provider": "sendgrid", "unique_key": integration})
+    integration = f"resend-{uuid.uuid4().hex[:6]}"
+    await sdk("createIntegration", {"provider": "resend", "unique_key": integration})
     await sdk(
         "_importConnection",
         {"provider_config_key": integration, "connection_id": "c1", "credentials": {"type": "API_KEY", "apiKey": "k"}},

@@ -14,8 +14,8 @@ pytestmark = pytest.mark.compat
 
 @pytest.fixture
 async def integration(sdk: Sdk) -> str:
-    unique_key = f"sendgrid-{uuid.uuid4().hex[:8]}"
-    await sdk("createIntegration", {"provider": "sendgrid", "unique_key": unique_key})
+    unique_key = f"resend-{uuid.uuid4().hex[:8]}"
+    await sdk("createIntegration", {"provider": "resend", "unique_key": unique_key})
     return unique_key
 
 
@@ -48,7 +48,7 @@ async def test_get_list_patch_delete(sdk: Sdk, integration: str) -> None:
     assert created["credentials"] == {"type": "API_KEY", "apiKey": f"SG.{connection_id}"}
 
     fetched = await sdk("getConnection", integration, connection_id)
-    assert fetched["provider"] == "sendgrid"
+    assert fetched["provider"] == "resend"
     assert fetched["credentials"]["apiKey"] == f"SG.{connection_id}"
     assert fetched["metadata"] == {"plan": "pro"}
     assert fetched["end_user"]["email"] == "ada@example.com"

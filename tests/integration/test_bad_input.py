@@ -50,7 +50,7 @@ async def platform(database_url: str, tmp_path_factory: pytest.TempPathFactory) 
                 return await r.json()
 
         await call(keys["dev"], "POST", "/integrations", {"provider": "github", "unique_key": "gh"})
-        await call(keys["dev"], "POST", "/integrations", {"provider": "sendgrid", "unique_key": "sg"})
+        await call(keys["dev"], "POST", "/integrations", {"provider": "resend", "unique_key": "sg"})
         await call(
             keys["dev"],
             "POST",

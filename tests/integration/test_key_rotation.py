@@ -53,7 +53,7 @@ async def test_secrets_are_sealed_and_keys_rotate_under_load(database_url: str, 
             },
         )
         assert status == 200
-        await _call(first.url + "/integrations", dev, "POST", {"provider": "sendgrid", "unique_key": "sg"})
+        await _call(first.url + "/integrations", dev, "POST", {"provider": "resend", "unique_key": "sg"})
         ids = [f"c{i}" for i in range(30)]
         for connection_id in ids:
             status, _ = await _call(

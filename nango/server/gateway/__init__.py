@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from nango.server.gateway import connect, connections, integrations, providers, routes
+from nango.server.gateway import (
+    connect,
+    connections,
+    direct_auth,
+    integrations,
+    oauth,
+    providers,
+    routes,
+    websockets,
+)
 from nango.server.gateway.context import GATEWAY, Gateway
 from nango.server.gateway.middleware import authenticate, cors, error_envelope
 from nango.server.gateway.ratelimit import rate_limit
@@ -13,8 +22,9 @@ from nango.server.gateway.ratelimit import rate_limit
 def build_app(gateway: Gateway, *, body_limit: int) -> web.Application:
     app = web.Application(middlewares=[error_envelope, cors, authenticate, rate_limit], client_max_size=body_limit)
     app[GATEWAY] = gateway
-    for module in (routes, providers, integrations, connections, connect):
+    for module in (routes, providers, integrations, connections, connect, oauth, direct_auth):
         app.add_routes(module.routes)
+    websockets.install(app, gateway.websockets_path)
     return app
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 from datetime import datetime
@@ -11,6 +12,7 @@ from aiohttp import web
 from pydantic import Field, field_validator
 
 from nango.errors import InvalidBody
+from nango.providers import Provider
 from nango.server.auth import credentials as creds
 from nango.server.connections import NewConnection
 from nango.server.errors import UnknownConnection, UnknownProviderConfig
@@ -28,6 +30,7 @@ from nango.server.inputs import (
     end_user_tags,
     end_user_values,
 )
+from nango.server.integrations import Integration
 from nango.server.store.connections import ConnectionFilter
 
 routes = web.RouteTableDef()
@@ -227,6 +230,11 @@ async def get_connection(request: web.Request) -> web.Response:
         )
     except UnknownConnection:
         raise UnknownConnection(http_status=404) from None
+    wants_app_jwt = query.refresh_github_app_jwt_token == "true"  # noqa: S105 - a query flag, not a secret
+    if wants_app_jwt and connection.credentials.get("type") == "APP":
+        integration = await gw.integrations.get(environment.id, query.provider_config_key)
+        fresh = gw.direct_auth.fresh_app_jwt(integration, connection.credentials, connection.row.connection_config)
+        connection = dataclasses.replace(connection, credentials=fresh)
     wants_refresh_token = query.refresh_token == "true"  # noqa: S105 - a query flag, not a secret
     return json_response(public_connection_full(connection, include_refresh_token=wants_refresh_token))
 
@@ -242,7 +250,9 @@ async def import_connection(request: web.Request) -> web.Response:
     provider = gw.integrations.provider(integration.provider)
     if provider is None:
         raise UnknownProviderConfig("Provider does not exist")
-    credentials = await _imported_credentials(gw, body.credentials, provider.auth_mode)
+    credentials, connection_config = await _imported_credentials(
+        gw, body.credentials, provider, integration, body.connection_config or {}
+    )
     tags = {**end_user_tags(body.end_user), **(body.tags or {})}
     connection, _ = await gw.connections.save(
         NewConnection(
@@ -250,7 +260,7 @@ async def import_connection(request: web.Request) -> web.Response:
             connection_id=body.connection_id or str(uuid.uuid4()),
             auth_mode=credentials["type"],
             credentials=credentials,
-            connection_config=body.connection_config or {},
+            connection_config=connection_config,
             metadata=body.metadata,
             tags=tags,
             end_user=end_user_values(body.end_user),
@@ -260,20 +270,36 @@ async def import_connection(request: web.Request) -> web.Response:
     return json_response(public_connection_full(connection, include_refresh_token=False), status=201)
 
 
-async def _imported_credentials(gw: Gateway, given: ImportCredentials, auth_mode: str) -> dict[str, Any]:
+async def _imported_credentials(
+    gw: Gateway,
+    given: ImportCredentials,
+    provider: Provider,
+    integration: Integration,
+    connection_config: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The credentials to store and the connection config to store with them."""
+    auth_mode = provider.auth_mode
     compatible = given.type == auth_mode or (given.type in ("APP", "CUSTOM") and auth_mode in ("APP", "CUSTOM"))
     if not compatible:
         message = f"credentials of type {given.type} do not match the provider's auth mode {auth_mode}"
         raise InvalidBody(message, errors=[{"code": "custom", "message": message, "path": ["credentials", "type"]}])
     if isinstance(given, ImportApp):
-        raise InvalidBody("importing GitHub App connections needs the APP flow, which this version does not serve yet")
+        config = {**connection_config, "installation_id": given.installation_id, "app_id": given.app_id}
+        if integration.app_link:
+            config.setdefault("appPublicLink", integration.app_link)
+        return await gw.direct_auth.app_installation(provider, integration, config), config
     data = given.model_dump(exclude_none=True)
+    if isinstance(given, ImportTba) and not connection_config.get("accountId"):
+        raise InvalidBody("Missing accountId in connection_config. This is required to create a TBA connection.")
+    if isinstance(given, ImportApiKey | ImportBasic | ImportTba):
+        # reference §3.2: imported keys are tested where the provider defines a verification call
+        await gw.direct_auth.check(provider, integration, data, connection_config)
     if isinstance(given, ImportOAuth2 | ImportOAuth2CC):
         data.pop("no_expiration", None)
         if given.expires_at is not None:
             data["expires_at"] = creds.iso(creds.parse_datetime(given.expires_at) or given.expires_at)
         data.setdefault("raw", {})
-    return data
+    return data, connection_config
 
 
 @routes.patch("/connections/{connection_id}")

@@ -9,7 +9,9 @@ from aiohttp import web
 
 from nango.kv import KVStore
 from nango.providers import CatalogRef
+from nango.server.auth.direct import DirectAuth
 from nango.server.auth.flows import FlowFinisher
+from nango.server.auth.oauth2_flow import OAuthFlows
 from nango.server.connect_sessions import ConnectSessionService
 from nango.server.connections import ConnectionService
 from nango.server.environments import EnvironmentService
@@ -29,6 +31,8 @@ class Gateway:
     public_connect_url: str
     websockets_path: str
     public_auth_deprecated_after: datetime
+    oauth: OAuthFlows
+    direct_auth: DirectAuth
     # 0 disables the public API rate limiter
     rate_limit_per_minute: int = 200
 

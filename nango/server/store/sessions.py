@@ -130,6 +130,11 @@ class SessionStore:
         )
         return ConnectSessionRow.from_record(row) if row else None
 
+    async def connect_session_by_id(self, session_id: int) -> ConnectSessionRow | None:
+        """A session by id, expired or not (a flow it started may finish after it expired)."""
+        row = await self.pool.fetchrow(f"SELECT {_SESSION_COLUMNS} {_SESSION_FROM} WHERE s.id = $1", session_id)
+        return ConnectSessionRow.from_record(row) if row else None
+
     async def delete_connect_session(self, session_id: int) -> None:
         await self.pool.execute("DELETE FROM connect_sessions WHERE id = $1", session_id)
 
