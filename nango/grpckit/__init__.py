@@ -11,12 +11,16 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextvars
+import hashlib
 import hmac
 import inspect
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
 import grpc
@@ -25,6 +29,7 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
 
 from nango.errors import (
+    Forbidden,
     InternalError,
     InvalidInternalToken,
     NangoError,
@@ -37,6 +42,7 @@ from nango.errors import (
 log = logging.getLogger(__name__)
 
 TOKEN_HEADER = "x-nango-internal-token"  # noqa: S105 - a header name
+TASK_TOKEN_HEADER = "x-nango-task-token"  # noqa: S105 - a header name
 ERROR_CODE_HEADER = "nango-error-code"
 ERROR_PAYLOAD_HEADER = "nango-error-payload-bin"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -85,11 +91,76 @@ def _rewrap(handler: grpc.RpcMethodHandler, wrap: Callable[[Any, str], Any]) -> 
     return handler
 
 
-class InternalTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Refuses every call without the shared internal token, except health and reflection."""
+@dataclass(frozen=True)
+class TaskScope:
+    """What a task token lets the code of one running function reach: its environment and connection."""
 
-    def __init__(self, token: str) -> None:
+    task_id: str
+    environment_id: int
+    nango_connection_id: int
+    expires_at: float
+
+
+_current_scope: contextvars.ContextVar[TaskScope | None] = contextvars.ContextVar("nango_task_scope", default=None)
+_TASK_TOKEN_VERSION = "nt1"  # noqa: S105 - a format tag
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def mint_task_token(secret: str, scope: TaskScope) -> str:
+    """A token for one task, signed with the internal token; it cannot be widened without that secret."""
+    payload = _b64(json.dumps(asdict(scope), separators=(",", ":")).encode())
+    signed = f"{_TASK_TOKEN_VERSION}.{payload}"
+    signature = _b64(hmac.new(secret.encode(), signed.encode(), hashlib.sha256).digest())
+    return f"{signed}.{signature}"
+
+
+def read_task_token(secret: str, token: str) -> TaskScope | None:
+    """The scope of a valid, unexpired task token; None otherwise."""
+    try:
+        version, payload, signature = token.split(".")
+    except ValueError:
+        return None
+    expected = _b64(hmac.new(secret.encode(), f"{version}.{payload}".encode(), hashlib.sha256).digest())
+    if version != _TASK_TOKEN_VERSION or not hmac.compare_digest(signature, expected):
+        return None
+    try:
+        scope = TaskScope(**json.loads(_unb64(payload)))
+    except (ValueError, TypeError):
+        return None
+    return scope if scope.expires_at > time.time() else None
+
+
+def task_scope() -> TaskScope | None:
+    """The task token's scope of the call being served; None when the caller holds the internal token."""
+    return _current_scope.get()
+
+
+def require_scope(environment_id: int, nango_connection_id: int | None = None) -> None:
+    """Refuse a task-token call that reaches outside its task's environment or connection."""
+    scope = _current_scope.get()
+    if scope is None:
+        return
+    if scope.environment_id != environment_id or (
+        nango_connection_id is not None and scope.nango_connection_id != nango_connection_id
+    ):
+        raise Forbidden("this task's token does not reach that environment or connection")
+
+
+class InternalTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Refuses every call without the shared internal token, except health and reflection, and the
+    methods in `task_methods` called with a valid task token (whose scope the servicer then checks)."""
+
+    def __init__(self, token: str, task_methods: frozenset[str] = frozenset()) -> None:
         self._token = token.encode()
+        self._secret = token
+        self._task_methods = task_methods
 
     async def intercept_service(
         self,
@@ -99,13 +170,37 @@ class InternalTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
         handler = await continuation(details)
         if handler is None or details.method.startswith(_OPEN_METHODS):
             return handler
-        presented = ""
+        presented = task_token = ""
         for key, value in details.invocation_metadata or ():
             if key == TOKEN_HEADER:
                 presented = value if isinstance(value, str) else value.decode()
-        if hmac.compare_digest(presented.encode(), self._token):
+            elif key == TASK_TOKEN_HEADER:
+                task_token = value if isinstance(value, str) else value.decode()
+        if presented and hmac.compare_digest(presented.encode(), self._token):
             return handler
+        if task_token and details.method in self._task_methods:
+            scope = read_task_token(self._secret, task_token)
+            if scope is not None:
+                return _rewrap(handler, lambda behaviour, kind: _scoped(behaviour, kind, scope))
         return _rewrap(handler, lambda _behaviour, kind: _refuse(kind, InvalidInternalToken()))
+
+
+def _scoped(behaviour: Callable[..., Any], kind: str, scope: TaskScope) -> Callable[..., Any]:
+    if kind.endswith("_stream"):
+
+        async def scoped_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            _current_scope.set(scope)
+            async for item in behaviour(request, context):
+                yield item
+
+        return scoped_stream
+
+    async def scoped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        _current_scope.set(scope)
+        result = behaviour(request, context)
+        return await result if inspect.isawaitable(result) else result
+
+    return scoped
 
 
 def _refuse(kind: str, error: NangoError) -> Callable[..., Any]:
@@ -198,9 +293,20 @@ class RunningServer:
         await self.server.stop(grace)
 
 
-async def start_server(bindings: Sequence[ServiceBinding], *, host: str, port: int, token: str) -> RunningServer:
+async def start_server(
+    bindings: Sequence[ServiceBinding],
+    *,
+    host: str,
+    port: int,
+    token: str,
+    task_methods: frozenset[str] = frozenset(),
+) -> RunningServer:
     server = grpc.aio.server(
-        interceptors=[InternalTokenInterceptor(token), aio_server_interceptor(), ErrorInterceptor()],  # type: ignore[no-untyped-call]
+        interceptors=[
+            InternalTokenInterceptor(token, task_methods),
+            aio_server_interceptor(),  # type: ignore[no-untyped-call]
+            ErrorInterceptor(),
+        ],
         options=_CHANNEL_OPTIONS,
     )
     health_servicer = health.aio.HealthServicer()
@@ -226,9 +332,10 @@ async def serve_until(
     port: int,
     token: str,
     grace: float,
+    task_methods: frozenset[str] = frozenset(),
 ) -> None:
     """Serve until `stop` is set, then shut down gracefully."""
-    running = await start_server(bindings, host=host, port=port, token=token)
+    running = await start_server(bindings, host=host, port=port, token=token, task_methods=task_methods)
     log.info("grpc server listening", extra={"port": running.port, "services": [b.name for b in bindings]})
     await stop.wait()
     log.info("grpc server draining", extra={"grace_seconds": grace})
@@ -239,8 +346,8 @@ class _TokenClientInterceptor(
     grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[misc]
     grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[misc]
 ):
-    def __init__(self, token: str) -> None:
-        self._pair = (TOKEN_HEADER, token)
+    def __init__(self, header: str, token: str) -> None:
+        self._pair = (header, token)
 
     def _with_token(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
@@ -256,11 +363,14 @@ class _TokenClientInterceptor(
         return await continuation(self._with_token(details), request)
 
 
-def open_channel(target: str, token: str | None) -> grpc.aio.Channel:
-    """A channel to another service; `token=None` sends no token (health checks, tests)."""
+def open_channel(target: str, token: str | None, *, task_token: str | None = None) -> grpc.aio.Channel:
+    """A channel to another service with the internal token, or with a task token (the code of one
+    running function); with neither it sends no token (health checks, tests)."""
     interceptors: list[Any] = list(aio_client_interceptors())  # type: ignore[no-untyped-call]
     if token is not None:
-        interceptors.insert(0, _TokenClientInterceptor(token))
+        interceptors.insert(0, _TokenClientInterceptor(TOKEN_HEADER, token))
+    elif task_token is not None:
+        interceptors.insert(0, _TokenClientInterceptor(TASK_TOKEN_HEADER, task_token))
     return grpc.aio.insecure_channel(target, interceptors=interceptors, options=_CHANNEL_OPTIONS)
 
 
@@ -326,18 +436,24 @@ def json_value(data: bytes, default: Any = None) -> Any:
 
 __all__ = [
     "ERROR_CODE_HEADER",
+    "TASK_TOKEN_HEADER",
     "TOKEN_HEADER",
     "ErrorInterceptor",
     "InternalTokenInterceptor",
     "RunningServer",
     "ServiceBinding",
+    "TaskScope",
     "check_health",
     "error_from_rpc",
     "grpc_status",
     "invoke",
     "json_bytes",
     "json_value",
+    "mint_task_token",
     "open_channel",
+    "read_task_token",
+    "require_scope",
     "serve_until",
     "start_server",
+    "task_scope",
 ]

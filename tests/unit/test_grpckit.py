@@ -3,6 +3,7 @@ NangoError raised in a servicer reaching the caller as the same error."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 import grpc
@@ -10,8 +11,19 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from nango.errors import Conflict, InternalError, NotImplementedYet, Unauthenticated
-from nango.grpckit import RunningServer, ServiceBinding, check_health, invoke, open_channel, start_server
+from nango.errors import Conflict, Forbidden, InternalError, NotImplementedYet, Unauthenticated
+from nango.grpckit import (
+    RunningServer,
+    ServiceBinding,
+    TaskScope,
+    check_health,
+    invoke,
+    mint_task_token,
+    open_channel,
+    require_scope,
+    start_server,
+    task_scope,
+)
 from nangopb.runner.v1 import runner_pb2, runner_pb2_grpc
 
 TOKEN = "t" * 32
@@ -96,4 +108,48 @@ async def test_draining_server_reports_not_serving() -> None:
         assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
     finally:
         await channel.close()
+        await running.stop(0)
+
+
+async def test_task_tokens_reach_only_their_methods_and_scope() -> None:
+    class Scoped(runner_pb2_grpc.RunnerServiceServicer):
+        async def GetRunnerStatus(self, request: object, context: object) -> runner_pb2.GetRunnerStatusResponse:
+            scope = task_scope()
+            assert scope is not None
+            require_scope(scope.environment_id, 7)
+            return runner_pb2.GetRunnerStatusResponse(node_id=scope.task_id)
+
+    allowed = frozenset({f"/{SERVICE}/GetRunnerStatus"})
+    binding = ServiceBinding(SERVICE, Scoped(), runner_pb2_grpc.add_RunnerServiceServicer_to_server)  # type: ignore[abstract]
+    running = await start_server([binding], host="127.0.0.1", port=0, token=TOKEN, task_methods=allowed)
+
+    def token(connection: int, expires_in: float = 60, secret: str = TOKEN) -> str:
+        return mint_task_token(secret, TaskScope("task-1", 3, connection, time.time() + expires_in))
+
+    async def status(task_token: str) -> str:
+        channel = open_channel(f"127.0.0.1:{running.port}", None, task_token=task_token)
+        try:
+            reply = await invoke(
+                "runner",
+                runner_pb2_grpc.RunnerServiceStub(channel).GetRunnerStatus(runner_pb2.GetRunnerStatusRequest()),
+            )
+            return str(reply.node_id)
+        finally:
+            await channel.close()
+
+    try:
+        assert await status(token(7)) == "task-1"
+        with pytest.raises(Forbidden):
+            await status(token(8))
+        for bad in (token(7, expires_in=-1), token(7, secret="another-secret-of-sufficient-len"), "nt1.e30.x", "junk"):
+            with pytest.raises(Unauthenticated):
+                await status(bad)
+        channel = open_channel(f"127.0.0.1:{running.port}", None, task_token=token(7))
+        try:
+            stub = runner_pb2_grpc.RunnerServiceStub(channel)
+            with pytest.raises(Unauthenticated):
+                await invoke("runner", stub.AbortTask(runner_pb2.AbortTaskRequest(task_id="x")))
+        finally:
+            await channel.close()
+    finally:
         await running.stop(0)
