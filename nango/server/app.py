@@ -30,7 +30,7 @@ from nango.server.gateway.context import Gateway
 from nango.server.integrations import IntegrationService
 from nango.server.keys import check_keys
 from nango.server.refresh import Refresher
-from nango.server.rpc import ServerServicer
+from nango.server.rpc import SERVICE_NAME, TASK_METHODS, ServerServicer
 from nango.server.settings import ServerSettings
 from nango.server.store import ConnectionStore, EnvironmentStore, IntegrationStore
 from nango.server.store.oauth_sessions import OAuthSessionStore
@@ -38,9 +38,6 @@ from nango.server.store.sessions import SessionStore
 from nangopb.server.v1 import server_pb2_grpc
 
 log = logging.getLogger(__name__)
-
-SERVICE_NAME = "nangopb.server.v1.ServerService"
-
 
 async def migrate(db: DatabaseSettings) -> list[str]:
     return await migrate_url(db.main_database_url(), db.db_schema, "nango.server")
@@ -149,12 +146,13 @@ async def run(settings: ServerSettings, stop: asyncio.Event) -> None:
             stack.push_async_callback(daemon.stop)
 
         # RPCs not served yet answer UNIMPLEMENTED (the base servicer's methods); see rpc.py
-        servicer = ServerServicer(environments)  # type: ignore[abstract]
+        servicer = ServerServicer(environments, integrations, connections)  # type: ignore[abstract]
         grpc_server = await start_server(
             [ServiceBinding(SERVICE_NAME, servicer, server_pb2_grpc.add_ServerServiceServicer_to_server)],
             host=settings.bind_host,
             port=settings.grpc_port,
             token=settings.internal_token.get_secret_value(),
+            task_methods=TASK_METHODS,
         )
         runner = web.AppRunner(
             build_app(gateway, body_limit=settings.body_limit_bytes()),

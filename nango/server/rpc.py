@@ -1,17 +1,85 @@
+"""The server's internal gRPC API: protobuf in, control-plane calls, protobuf out.
+
+Calls made with a task token (the code of one running function) may only reach the environment and
+connection of that task: every method here checks it with `require_scope`.
+"""
+
 from __future__ import annotations
 
-import grpc
+import json
 
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from nango.errors import InvalidRequest
+from nango.grpckit import json_bytes, json_value, require_scope
+from nango.server.connections import Connection, ConnectionService
 from nango.server.environments import EnvironmentService
+from nango.server.integrations import IntegrationService
+from nango.server.store.connections import EndUserRow
+from nangopb.common.v1 import common_pb2
 from nangopb.server.v1 import server_pb2, server_pb2_grpc
+
+SERVICE_NAME = "nangopb.server.v1.ServerService"
+# what a running function may call with its task token
+TASK_METHODS = frozenset(
+    f"/{SERVICE_NAME}/{method}"
+    for method in ("GetConnection", "SetConnectionMetadata", "GetIntegration", "GetEnvironmentVariables")
+)
+
+
+def _timestamp(value: object) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value)  # type: ignore[arg-type]
+    return stamp
+
+
+def _end_user(end_user: EndUserRow | None) -> dict[str, object] | None:
+    if end_user is None:
+        return None
+    return {
+        "id": end_user.end_user_id,
+        "email": end_user.email,
+        "display_name": end_user.display_name,
+        "organization_id": end_user.organization_id,
+    }
+
+
+def connection_pb(connection: Connection) -> server_pb2.Connection:
+    row = connection.row
+    return server_pb2.Connection(
+        id=row.id,
+        environment_id=row.environment_id,
+        connection_id=row.connection_id,
+        provider_config_key=row.provider_config_key,
+        provider=row.provider,
+        auth_mode=row.auth_mode,
+        credentials_json=json_bytes(connection.credentials),
+        connection_config_json=json_bytes(row.connection_config),
+        metadata_json=json_bytes(row.metadata),
+        end_user_json=json_bytes(_end_user(row.end_user)),
+        tags_json=json_bytes(row.tags),
+        created_at=_timestamp(row.created_at),
+        updated_at=_timestamp(row.updated_at),
+    )
+
+
+def _ref(ref: common_pb2.ConnectionRef) -> tuple[int, str, str]:
+    if not ref.environment_id or not ref.provider_config_key or not ref.connection_id:
+        raise InvalidRequest("connection must name environment_id, provider_config_key and connection_id")
+    require_scope(ref.environment_id)
+    return ref.environment_id, ref.provider_config_key, ref.connection_id
 
 
 class ServerServicer(server_pb2_grpc.ServerServiceServicer):
-    """Turns protobuf into control-plane calls. Connection, integration, function and webhook RPCs
-    arrive with their issues; until then they answer UNIMPLEMENTED (code `not_implemented`)."""
+    """RPCs of functions and webhooks arrive with their issues; until then they answer UNIMPLEMENTED."""
 
-    def __init__(self, environments: EnvironmentService) -> None:
+    def __init__(
+        self, environments: EnvironmentService, integrations: IntegrationService, connections: ConnectionService
+    ) -> None:
         self.environments = environments
+        self.integrations = integrations
+        self.connections = connections
 
     async def ListEnvironments(
         self, request: server_pb2.ListEnvironmentsRequest, context: grpc.aio.ServicerContext
@@ -20,10 +88,7 @@ class ServerServicer(server_pb2_grpc.ServerServiceServicer):
         return server_pb2.ListEnvironmentsResponse(
             environments=[
                 server_pb2.Environment(
-                    id=e.environment.id,
-                    name=e.environment.name,
-                    uuid=e.environment.uuid,
-                    secret_key=e.secret_key,
+                    id=e.environment.id, name=e.environment.name, uuid=e.environment.uuid, secret_key=e.secret_key
                 )
                 for e in found
             ]
@@ -32,7 +97,60 @@ class ServerServicer(server_pb2_grpc.ServerServiceServicer):
     async def GetEnvironmentVariables(
         self, request: server_pb2.GetEnvironmentVariablesRequest, context: grpc.aio.ServicerContext
     ) -> server_pb2.GetEnvironmentVariablesResponse:
+        require_scope(request.environment_id)
         variables = await self.environments.variables(request.environment_id)
         return server_pb2.GetEnvironmentVariablesResponse(
             variables=[server_pb2.EnvironmentVariable(name=n, value=v) for n, v in variables]
+        )
+
+    async def GetConnection(
+        self, request: server_pb2.GetConnectionRequest, context: grpc.aio.ServicerContext
+    ) -> server_pb2.GetConnectionResponse:
+        environment_id, key, connection_id = _ref(request.connection)
+        found = await self.connections.get(environment_id, key, connection_id)
+        require_scope(environment_id, found.id)
+        fresh = await self.connections.get_fresh(
+            environment_id, key, connection_id, force_refresh=request.force_refresh
+        )
+        return server_pb2.GetConnectionResponse(connection=connection_pb(fresh))
+
+    async def SetConnectionMetadata(
+        self, request: server_pb2.SetConnectionMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> server_pb2.SetConnectionMetadataResponse:
+        environment_id, key, connection_id = _ref(request.connection)
+        try:
+            metadata = json_value(request.metadata_json, {})
+        except json.JSONDecodeError:
+            raise InvalidRequest("metadata_json is not valid JSON") from None
+        if not isinstance(metadata, dict):
+            raise InvalidRequest("metadata must be a JSON object")
+        found = await self.connections.get(environment_id, key, connection_id)
+        require_scope(environment_id, found.id)
+        await self.connections.set_metadata(environment_id, key, [connection_id], metadata, merge=request.merge)
+        updated = await self.connections.get(environment_id, key, connection_id)
+        return server_pb2.SetConnectionMetadataResponse(metadata_json=json_bytes(updated.row.metadata or {}))
+
+    async def GetIntegration(
+        self, request: server_pb2.GetIntegrationRequest, context: grpc.aio.ServicerContext
+    ) -> server_pb2.GetIntegrationResponse:
+        require_scope(request.environment_id)
+        integration = await self.integrations.get(request.environment_id, request.unique_key)
+        credentials = None
+        if request.include_credentials:
+            credentials = {
+                "client_id": integration.client_id,
+                "client_secret": integration.client_secret,
+                "scopes": integration.scopes,
+            }
+        return server_pb2.GetIntegrationResponse(
+            integration=server_pb2.Integration(
+                id=integration.id,
+                environment_id=integration.environment_id,
+                unique_key=integration.unique_key,
+                provider=integration.provider,
+                display_name=integration.display_name or "",
+                credentials_json=json_bytes(credentials),
+                custom_json=json_bytes(integration.custom),
+                forward_webhooks=integration.forward_webhooks,
+            )
         )
