@@ -156,12 +156,18 @@ class StartTaskRequest(_message.Message):
     INPUT_JSON_FIELD_NUMBER: _builtins.int
     ACTIVITY_LOG_ID_FIELD_NUMBER: _builtins.int
     DEBUG_FIELD_NUMBER: _builtins.int
+    TASK_TOKEN_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     type: Global___FunctionType.ValueType
     input_json: _builtins.bytes
     """Action input, webhook payload or event payload."""
     activity_log_id: _builtins.str
     debug: _builtins.bool
+    task_token: _builtins.str
+    """Scoped to this task's environment and connection: what the function's SDK calls persist and the server with."""
+    attempt: _builtins.int
+    """Attempt number (0 for the first), for the function's logs."""
     @_builtins.property
     def function(self) -> Global___FunctionRef: ...
     @_builtins.property
@@ -181,10 +187,12 @@ class StartTaskRequest(_message.Message):
         input_json: _builtins.bytes = ...,
         activity_log_id: _builtins.str = ...,
         debug: _builtins.bool = ...,
+        task_token: _builtins.str = ...,
+        attempt: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["connection", b"connection", "function", b"function", "sync", b"sync"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity_log_id", b"activity_log_id", "connection", b"connection", "debug", b"debug", "function", b"function", "input_json", b"input_json", "sync", b"sync", "task_id", b"task_id", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity_log_id", b"activity_log_id", "attempt", b"attempt", "connection", b"connection", "debug", b"debug", "function", b"function", "input_json", b"input_json", "sync", b"sync", "task_id", b"task_id", "task_token", b"task_token", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -290,3 +298,123 @@ class GetRunnerStatusResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetRunnerStatusResponse: _TypeAlias = GetRunnerStatusResponse  # noqa: Y015
+
+@_typing.final
+class InspectBundleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUNDLE_ZIP_FIELD_NUMBER: _builtins.int
+    PROVIDER_CONFIG_KEY_FIELD_NUMBER: _builtins.int
+    bundle_zip: _builtins.bytes
+    """A zip of one integration's Python files (paths relative to the integration folder)."""
+    provider_config_key: _builtins.str
+    def __init__(
+        self,
+        *,
+        bundle_zip: _builtins.bytes = ...,
+        provider_config_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle_zip", b"bundle_zip", "provider_config_key", b"provider_config_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InspectBundleRequest: _TypeAlias = InspectBundleRequest  # noqa: Y015
+
+@_typing.final
+class FunctionSpec(_message.Message):
+    """One function a bundle defines, as its decorator declared it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    MODULE_FIELD_NUMBER: _builtins.int
+    ATTRIBUTE_FIELD_NUMBER: _builtins.int
+    FREQUENCY_FIELD_NUMBER: _builtins.int
+    AUTO_START_FIELD_NUMBER: _builtins.int
+    TRACK_DELETES_FIELD_NUMBER: _builtins.int
+    MODELS_FIELD_NUMBER: _builtins.int
+    MODELS_JSON_SCHEMA_FIELD_NUMBER: _builtins.int
+    INPUT_JSON_SCHEMA_FIELD_NUMBER: _builtins.int
+    OUTPUT_JSON_SCHEMA_FIELD_NUMBER: _builtins.int
+    WEBHOOK_SUBSCRIPTIONS_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
+    SCOPES_FIELD_NUMBER: _builtins.int
+    RECONCILE_DELETES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    type: Global___FunctionType.ValueType
+    description: _builtins.str
+    version: _builtins.str
+    module: _builtins.str
+    """Module path inside the bundle and attribute name of the decorated function."""
+    attribute: _builtins.str
+    frequency: _builtins.str
+    """Syncs: how often, whether new connections start it, whether it detects deletions itself."""
+    auto_start: _builtins.bool
+    track_deletes: _builtins.bool
+    models_json_schema: _builtins.bytes
+    """{model name: JSON schema}"""
+    input_json_schema: _builtins.bytes
+    output_json_schema: _builtins.bytes
+    event: _builtins.str
+    """On-event functions: post-connection-creation, pre-connection-deletion or validate-connection."""
+    reconcile_deletes: _builtins.str
+    """Beyond Nango: list-only reconciliation of deletions for incremental syncs (e.g. "every day")."""
+    @_builtins.property
+    def models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def webhook_subscriptions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        type: Global___FunctionType.ValueType = ...,
+        description: _builtins.str = ...,
+        version: _builtins.str = ...,
+        module: _builtins.str = ...,
+        attribute: _builtins.str = ...,
+        frequency: _builtins.str = ...,
+        auto_start: _builtins.bool = ...,
+        track_deletes: _builtins.bool = ...,
+        models: _abc.Iterable[_builtins.str] | None = ...,
+        models_json_schema: _builtins.bytes = ...,
+        input_json_schema: _builtins.bytes = ...,
+        output_json_schema: _builtins.bytes = ...,
+        webhook_subscriptions: _abc.Iterable[_builtins.str] | None = ...,
+        event: _builtins.str = ...,
+        scopes: _abc.Iterable[_builtins.str] | None = ...,
+        reconcile_deletes: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attribute", b"attribute", "auto_start", b"auto_start", "description", b"description", "event", b"event", "frequency", b"frequency", "input_json_schema", b"input_json_schema", "models", b"models", "models_json_schema", b"models_json_schema", "module", b"module", "name", b"name", "output_json_schema", b"output_json_schema", "reconcile_deletes", b"reconcile_deletes", "scopes", b"scopes", "track_deletes", b"track_deletes", "type", b"type", "version", b"version", "webhook_subscriptions", b"webhook_subscriptions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FunctionSpec: _TypeAlias = FunctionSpec  # noqa: Y015
+
+@_typing.final
+class InspectBundleResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FUNCTIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def functions(self) -> _containers.RepeatedCompositeFieldContainer[Global___FunctionSpec]: ...
+    def __init__(
+        self,
+        *,
+        functions: _abc.Iterable[Global___FunctionSpec] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["functions", b"functions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InspectBundleResponse: _TypeAlias = InspectBundleResponse  # noqa: Y015

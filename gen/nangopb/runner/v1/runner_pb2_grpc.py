@@ -50,6 +50,11 @@ class RunnerServiceStub:
                 request_serializer=nangopb_dot_runner_dot_v1_dot_runner__pb2.GetRunnerStatusRequest.SerializeToString,
                 response_deserializer=nangopb_dot_runner_dot_v1_dot_runner__pb2.GetRunnerStatusResponse.FromString,
                 _registered_method=True)
+        self.InspectBundle = channel.unary_unary(
+                '/nangopb.runner.v1.RunnerService/InspectBundle',
+                request_serializer=nangopb_dot_runner_dot_v1_dot_runner__pb2.InspectBundleRequest.SerializeToString,
+                response_deserializer=nangopb_dot_runner_dot_v1_dot_runner__pb2.InspectBundleResponse.FromString,
+                _registered_method=True)
 
 
 class RunnerServiceServicer:
@@ -77,6 +82,13 @@ class RunnerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def InspectBundle(self, request, context):
+        """Imports a bundle in a sandbox and describes the functions it defines (deploy-time validation).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RunnerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +106,11 @@ def add_RunnerServiceServicer_to_server(servicer, server):
                     servicer.GetRunnerStatus,
                     request_deserializer=nangopb_dot_runner_dot_v1_dot_runner__pb2.GetRunnerStatusRequest.FromString,
                     response_serializer=nangopb_dot_runner_dot_v1_dot_runner__pb2.GetRunnerStatusResponse.SerializeToString,
+            ),
+            'InspectBundle': grpc.unary_unary_rpc_method_handler(
+                    servicer.InspectBundle,
+                    request_deserializer=nangopb_dot_runner_dot_v1_dot_runner__pb2.InspectBundleRequest.FromString,
+                    response_serializer=nangopb_dot_runner_dot_v1_dot_runner__pb2.InspectBundleResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +195,33 @@ class RunnerService:
             '/nangopb.runner.v1.RunnerService/GetRunnerStatus',
             nangopb_dot_runner_dot_v1_dot_runner__pb2.GetRunnerStatusRequest.SerializeToString,
             nangopb_dot_runner_dot_v1_dot_runner__pb2.GetRunnerStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InspectBundle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nangopb.runner.v1.RunnerService/InspectBundle',
+            nangopb_dot_runner_dot_v1_dot_runner__pb2.InspectBundleRequest.SerializeToString,
+            nangopb_dot_runner_dot_v1_dot_runner__pb2.InspectBundleResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,8 @@ class RunnerServiceStub:
     """Stops a running function."""
     GetRunnerStatus: _grpc.UnaryUnaryMultiCallable[_runner_pb2.GetRunnerStatusRequest, _runner_pb2.GetRunnerStatusResponse]
     """What this runner is doing."""
+    InspectBundle: _grpc.UnaryUnaryMultiCallable[_runner_pb2.InspectBundleRequest, _runner_pb2.InspectBundleResponse]
+    """Imports a bundle in a sandbox and describes the functions it defines (deploy-time validation)."""
 
 @_typing.type_check_only
 class RunnerServiceAsyncStub(RunnerServiceStub):
@@ -51,6 +53,8 @@ class RunnerServiceAsyncStub(RunnerServiceStub):
     """Stops a running function."""
     GetRunnerStatus: _aio.UnaryUnaryMultiCallable[_runner_pb2.GetRunnerStatusRequest, _runner_pb2.GetRunnerStatusResponse]  # type: ignore[assignment]
     """What this runner is doing."""
+    InspectBundle: _aio.UnaryUnaryMultiCallable[_runner_pb2.InspectBundleRequest, _runner_pb2.InspectBundleResponse]  # type: ignore[assignment]
+    """Imports a bundle in a sandbox and describes the functions it defines (deploy-time validation)."""
 
 class RunnerServiceServicer(metaclass=_abc_1.ABCMeta):
     """Runs customer functions in isolated worker processes with CPU, memory and wall-time limits."""
@@ -78,5 +82,13 @@ class RunnerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_runner_pb2.GetRunnerStatusResponse, _abc.Awaitable[_runner_pb2.GetRunnerStatusResponse]]:
         """What this runner is doing."""
+
+    @_abc_1.abstractmethod
+    def InspectBundle(
+        self,
+        request: _runner_pb2.InspectBundleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_runner_pb2.InspectBundleResponse, _abc.Awaitable[_runner_pb2.InspectBundleResponse]]:
+        """Imports a bundle in a sandbox and describes the functions it defines (deploy-time validation)."""
 
 def add_RunnerServiceServicer_to_server(servicer: RunnerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
