@@ -1,0 +1,1 @@
+"""The function author's SDK: models, decorators and the `nango` object functions receive."""
