@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
-from nango.config import DatabaseSettings, LogsSettings, Port, ProcessSettings, SchemaName
+from nango.config import DatabaseSettings, EncryptionSettings, LogsSettings, Port, ProcessSettings, SchemaName
 
 
 class RecordsDatabaseSettings(DatabaseSettings):
@@ -17,5 +17,13 @@ class RecordsDatabaseSettings(DatabaseSettings):
         return self.main_database_url()
 
 
-class PersistSettings(ProcessSettings, RecordsDatabaseSettings, LogsSettings):
+class PersistSettings(ProcessSettings, RecordsDatabaseSettings, LogsSettings, EncryptionSettings):
+    """Record payloads are sealed with the platform keyring, so persist needs NANGO_ENCRYPTION_KEY too."""
+
     port: Port = Field(3007, validation_alias="NANGO_PERSIST_PORT")
+    # unset: payloads are kept for as long as their records
+    auto_pruning_days: int | None = Field(None, ge=1, le=36500, validation_alias="PERSIST_AUTO_PRUNING_DAYS")
+    auto_pruning_interval_ms: int = Field(
+        5000, ge=100, le=3_600_000, validation_alias="PERSIST_AUTO_PRUNING_INTERVAL_MS"
+    )
+    auto_pruning_limit: int = Field(1000, ge=1, le=100_000, validation_alias="PERSIST_AUTO_PRUNING_LIMIT")
