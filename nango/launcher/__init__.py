@@ -102,6 +102,8 @@ async def up(settings: LauncherSettings) -> int:
         "NANGO_PERSIST_PORT": settings.persist_port,
         "NANGO_ORCHESTRATOR_PORT": settings.orchestrator_port,
     }
+    if settings.serve_connect_ui:
+        ports["NANGO_CONNECT_UI_PORT"] = settings.connect_ui_port
     busy = _ports_in_use(settings.bind_host if settings.bind_host != "::" else "0.0.0.0", ports)
     if busy:
         _say(f"nango up: port already in use: {', '.join(busy)}; stop what uses it or change the variable")
@@ -124,6 +126,9 @@ async def up(settings: LauncherSettings) -> int:
             "JOBS_SERVICE_URL": f"{local}:{settings.jobs_port}",
             "RUNNER_SERVICE_URL": f"{local}:{settings.runner_port}",
             "PERSIST_SERVICE_URL": f"{local}:{settings.persist_port}",
+            "NANGO_CONNECT_UI_PORT": str(settings.connect_ui_port),
+            "FLAG_SERVE_CONNECT_UI": "true" if settings.serve_connect_ui else "false",
+            "NANGO_PUBLIC_CONNECT_URL": settings.connect_url(),
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -137,6 +142,7 @@ async def up(settings: LauncherSettings) -> int:
         lambda: _both(
             _http_ok(f"http://{local}:{settings.server_port}/health"),
             check_health(f"{local}:{settings.server_grpc_port}"),
+            *([_http_ok(f"http://{local}:{settings.connect_ui_port}/health")] if settings.serve_connect_ui else []),
         ),
     )
     supervisor = Supervisor(
@@ -204,6 +210,8 @@ async def _print_banner(settings: LauncherSettings, token: str, local: str, post
     _say("")
     _say(f"Nango {__version__} is up.")
     _say(f"  REST API            {server_url}")
+    if settings.serve_connect_ui:
+        _say(f"  Connect UI          {settings.connect_url()}")
     _say(
         f"  Internal gRPC       server :{settings.server_grpc_port}  jobs :{settings.jobs_port}  "
         f"runner :{settings.runner_port}  persist :{settings.persist_port}  orchestrator :{settings.orchestrator_port}"

@@ -31,11 +31,17 @@ class LauncherSettings(EncryptionSettings):
     runner_port: Port = Field(3006, validation_alias="NANGO_RUNNER_PORT")
     persist_port: Port = Field(3007, validation_alias="NANGO_PERSIST_PORT")
     orchestrator_port: Port = Field(3008, validation_alias="NANGO_ORCHESTRATOR_PORT")
+    connect_ui_port: Port = Field(3009, validation_alias="NANGO_CONNECT_UI_PORT")
+    serve_connect_ui: bool = Field(True, validation_alias="FLAG_SERVE_CONNECT_UI")
+    public_connect_url: str | None = Field(None, validation_alias="NANGO_PUBLIC_CONNECT_URL", pattern=r"^https?://")
     startup_timeout_seconds: float = Field(90.0, gt=0, le=3600, validation_alias="NANGO_STARTUP_TIMEOUT_SECONDS")
     shutdown_grace_seconds: float = Field(10.0, ge=0, le=600, validation_alias="NANGO_SHUTDOWN_GRACE_SECONDS")
 
     def resolved_data_dir(self) -> Path:
         return self.data_dir.expanduser().resolve()
+
+    def connect_url(self) -> str:
+        return self.public_connect_url or f"http://localhost:{self.connect_ui_port}"
 
     def local_host(self) -> str:
         """Where the launcher reaches its children: loopback unless they bind one address."""

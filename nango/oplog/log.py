@@ -195,6 +195,10 @@ class OperationsLog:
         self._writer.submit(operation)
         return OperationHandle(self._writer, operation)
 
+    def record(self, operation: Operation) -> bool:
+        """Queue an operation that is already over, in one write (a proxy call is logged when it ends)."""
+        return self._writer.submit(operation)
+
     def log_messages(self, messages: Iterable[Message]) -> int:
         """Queue lines that arrive already built (a function's log); returns how many were accepted."""
         return sum(self._writer.submit(message) for message in messages)

@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
 
-import aiohttp
 from aiohttp import web
 
 from nango.config import DatabaseSettings
@@ -16,9 +14,13 @@ from nango.db import create_pool, migrate_url
 from nango.grpckit import ServiceBinding, start_server
 from nango.kv import open_kv
 from nango.oplog import migrate_logs, open_operations_log
+from nango.outbound import PERMISSIVE, OutboundClient
 from nango.providers import CatalogRef, CatalogReloader, load_catalog
+from nango.proxycore import ProxyEngine
+from nango.server import connect_ui
 from nango.server.auth.direct import DirectAuth
 from nango.server.auth.flows import FlowFinisher
+from nango.server.auth.oauth1 import OAuth1Client
 from nango.server.auth.oauth2 import OAuth2Client
 from nango.server.auth.oauth2_flow import OAuthFlows
 from nango.server.connect_sessions import ConnectSessionService
@@ -29,6 +31,7 @@ from nango.server.gateway import build_app
 from nango.server.gateway.context import Gateway
 from nango.server.integrations import IntegrationService
 from nango.server.keys import check_keys
+from nango.server.proxy import ProxyService
 from nango.server.refresh import Refresher
 from nango.server.rpc import SERVICE_NAME, TASK_METHODS, ServerServicer
 from nango.server.settings import ServerSettings
@@ -39,16 +42,9 @@ from nangopb.server.v1 import server_pb2_grpc
 
 log = logging.getLogger(__name__)
 
+
 async def migrate(db: DatabaseSettings) -> list[str]:
     return await migrate_url(db.main_database_url(), db.db_schema, "nango.server")
-
-
-@contextlib.asynccontextmanager
-async def outbound_http() -> AsyncIterator[aiohttp.ClientSession]:
-    """One pooled client for calls to providers (token endpoints, credential checks)."""
-    connector = aiohttp.TCPConnector(limit=200, limit_per_host=50, ttl_dns_cache=60)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
-        yield session
 
 
 async def run(settings: ServerSettings, stop: asyncio.Event) -> None:
@@ -78,7 +74,9 @@ async def run(settings: ServerSettings, stop: asyncio.Event) -> None:
         stack.push_async_callback(pool.close)
         stack.push_async_callback(kv.close)
         stack.push_async_callback(oplog.close, timeout=settings.shutdown_grace_seconds)
-        http = await stack.enter_async_context(outbound_http())
+        outbound = await stack.enter_async_context(OutboundClient(settings.outbound_pool()))
+        # token endpoints and credential checks: the shared pool, not yet held to a URL policy
+        http = outbound.session(PERMISSIVE)
         if reloader is not None:
             await reloader.start()
             stack.push_async_callback(reloader.stop)
@@ -95,7 +93,13 @@ async def run(settings: ServerSettings, stop: asyncio.Event) -> None:
         oauth2 = OAuth2Client(http)
         direct_auth = DirectAuth.over(http)
         connections = ConnectionService(
-            ConnectionStore(pool), integrations, keyring, kv, Refresher(oauth2, direct_auth.minters), oplog
+            ConnectionStore(pool),
+            integrations,
+            keyring,
+            kv,
+            Refresher(oauth2, direct_auth.minters),
+            oplog,
+            cache_seconds=settings.proxy_connection_cache_ms / 1000,
         )
         sessions = SessionStore(pool, connections.store)
         connect_sessions = ConnectSessionService(sessions, keyring, integrations, connections)
@@ -109,7 +113,7 @@ async def run(settings: ServerSettings, stop: asyncio.Event) -> None:
             connect_sessions=connect_sessions,
             finisher=finisher,
             server_url=settings.server_url,
-            public_connect_url=settings.public_connect_url,
+            public_connect_url=settings.connect_url(),
             websockets_path=settings.websockets_path,
             public_auth_deprecated_after=settings.public_auth_deprecated_after,
             oauth=OAuthFlows(
@@ -121,10 +125,23 @@ async def run(settings: ServerSettings, stop: asyncio.Event) -> None:
                 oauth2,
                 finisher,
                 oplog,
+                oauth1=OAuth1Client(http),
+                direct_auth=direct_auth,
                 callback_url=settings.server_url.rstrip("/") + "/oauth/callback",
                 state_cookie_enforced=settings.oauth_state_cookie_enforced,
             ),
             direct_auth=direct_auth,
+            proxy=ProxyService(
+                ProxyEngine(
+                    outbound,
+                    settings.outbound_policy(),
+                    override_enabled=settings.proxy_base_url_override_enabled,
+                ),
+                connections,
+                integrations,
+                oplog,
+                max_body=settings.body_limit_bytes(),
+            ),
             rate_limit_per_minute=settings.rate_limit_per_minute if settings.rate_limit_enabled else 0,
         )
         daemons = [
@@ -144,6 +161,14 @@ async def run(settings: ServerSettings, stop: asyncio.Event) -> None:
         for daemon in daemons:
             daemon.start()
             stack.push_async_callback(daemon.stop)
+        if settings.serve_connect_ui:
+            connect_ui_runner = await connect_ui.start(
+                connect_ui.build_app(api_url=settings.server_url),
+                host=settings.bind_host,
+                port=settings.connect_ui_port,
+                shutdown_timeout=settings.shutdown_grace_seconds,
+            )
+            stack.push_async_callback(connect_ui_runner.cleanup)
 
         # RPCs not served yet answer UNIMPLEMENTED (the base servicer's methods); see rpc.py
         servicer = ServerServicer(environments, integrations, connections)  # type: ignore[abstract]

@@ -16,6 +16,7 @@ from nango.providers import Provider
 from nango.server import sealing
 from nango.server.auth import credentials as creds
 from nango.server.auth.oauth2 import TokenRequestFailed
+from nango.server.credential_cache import CredentialCache
 from nango.server.errors import (
     InvalidCredentials,
     RefreshBackoff,
@@ -24,7 +25,7 @@ from nango.server.errors import (
     UnknownProviderConfig,
 )
 from nango.server.integrations import Integration, IntegrationService
-from nango.server.refresh import Refresher
+from nango.server.refresh import Refresher, buffer
 from nango.server.store.connections import ConnectionFilter, ConnectionRow, ConnectionStore, EndUserValues
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,8 @@ class ConnectionService:
         kv: KVStore,
         refresher: Refresher,
         oplog: OperationsLog,
+        *,
+        cache_seconds: float = 0.0,
     ) -> None:
         self.store = store
         self.integrations = integrations
@@ -86,6 +89,7 @@ class ConnectionService:
         self.kv = kv
         self.refresher = refresher
         self.oplog = oplog
+        self.cache = CredentialCache(cache_seconds)
 
     def _seal(self, row_uuid: str, credentials: dict[str, Any]) -> str:
         return self.keyring.seal(
@@ -129,6 +133,7 @@ class ConnectionService:
             end_user=new.end_user,
             webhook_url_override=new.webhook_url_override,
         )
+        self.cache.forget((new.integration.environment_id, new.integration.unique_key, new.connection_id))
         return self.open(row), created
 
     async def get_fresh(
@@ -141,6 +146,25 @@ class ConnectionService:
         if last is None or creds.now() - last > FETCHED_RESOLUTION:
             await self.store.touch_fetched(fresh.id)
         return fresh
+
+    async def get_fresh_cached(self, environment_id: int, provider_config_key: str, connection_id: str) -> Connection:
+        """`get_fresh` for hot paths: a connection read in the last few seconds is reused, until its
+        credentials come due for a refresh or this replica changes it."""
+        key = (environment_id, provider_config_key, connection_id)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        fresh = await self.get_fresh(environment_id, provider_config_key, connection_id)
+        self.cache.put(key, fresh, fresh_for=self._fresh_for(fresh))
+        return fresh
+
+    def _fresh_for(self, connection: Connection) -> float | None:
+        """Seconds until the credentials are due for a refresh; None when they never are."""
+        provider = self.integrations.provider(connection.row.provider)
+        expires = creds.expires_at(connection.credentials)
+        if provider is None or expires is None:
+            return None
+        return (expires - buffer(provider) - creds.now()).total_seconds()
 
     async def ensure_fresh(self, connection: Connection, *, force: bool) -> Connection:
         provider = self.integrations.provider(connection.row.provider)
@@ -219,6 +243,7 @@ class ConnectionService:
             refreshed.expires_at,
             refreshed.connection_config,
         )
+        self.cache.forget_id(connection.id)
         operation.succeed()
         row = await self.store.get_by_id(connection.id)
         if row is None:
@@ -238,6 +263,8 @@ class ConnectionService:
         for connection_id in connection_ids:
             rows.append(await self.get(environment_id, provider_config_key, connection_id))
         await self.store.set_metadata([c.id for c in rows], metadata, merge=merge)
+        for connection in rows:
+            self.cache.forget_id(connection.id)
 
     async def patch(
         self,
@@ -263,6 +290,7 @@ class ConnectionService:
     async def delete(self, environment_id: int, provider_config_key: str, connection_id: str) -> None:
         connection = await self.get(environment_id, provider_config_key, connection_id)
         await self.store.soft_delete(connection.id)
+        self.cache.forget_id(connection.id)
 
     async def refresh_due(self, *, limit: int, stale_after: timedelta) -> int:
         """One pass of the keep-alive loop: refresh what expires soon or was not used lately."""

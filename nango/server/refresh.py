@@ -71,7 +71,7 @@ class Refresher:
                 return True
             if provider_name in _FORCE_ONLY:
                 return False
-        elif mode in ("OAUTH2_CC", "APP", "JWT"):
+        elif mode in ("OAUTH2_CC", "APP", "CUSTOM", "JWT"):
             if force:
                 return True
         else:

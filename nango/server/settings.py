@@ -15,7 +15,9 @@ from nango.config import (
     RedisSettings,
     ServiceUrls,
 )
+from nango.outbound import OutboundSettings
 from nango.providers import ProvidersSettings
+from nango.proxycore import ProxySettings
 
 UUID_V4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$", re.IGNORECASE)
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb)?\s*$", re.IGNORECASE)
@@ -39,14 +41,17 @@ class ServerSettings(
     EncryptionSettings,
     LogsSettings,
     ProvidersSettings,
+    OutboundSettings,
+    ProxySettings,
 ):
     port: Port = Field(3003, validation_alias=AliasChoices("SERVER_PORT", "NANGO_PORT"))
     grpc_port: Port = Field(3004, validation_alias="NANGO_SERVER_GRPC_PORT")
     connect_ui_port: Port = Field(3009, validation_alias="NANGO_CONNECT_UI_PORT")
+    # Nango's image serves Connect UI only when this is true (its compose file sets it; so does `nango up`)
+    serve_connect_ui: bool = Field(False, validation_alias="FLAG_SERVE_CONNECT_UI")
     server_url: str = Field("http://localhost:3003", validation_alias="NANGO_SERVER_URL", pattern=r"^https?://")
-    public_connect_url: str = Field(
-        "http://localhost:3009", validation_alias="NANGO_PUBLIC_CONNECT_URL", pattern=r"^https?://"
-    )
+    # unset: http://localhost:<NANGO_CONNECT_UI_PORT>, see connect_url()
+    public_connect_url: str | None = Field(None, validation_alias="NANGO_PUBLIC_CONNECT_URL", pattern=r"^https?://")
     websockets_path: str = Field("/", validation_alias="NANGO_SERVER_WEBSOCKETS_PATH", pattern=r"^/")
     public_body_limit: str = Field("75mb", validation_alias="NANGO_SERVER_PUBLIC_BODY_LIMIT")
     secret_key_dev: SecretStr | None = Field(None, validation_alias="NANGO_SECRET_KEY_DEV")
@@ -67,6 +72,8 @@ class ServerSettings(
     # a callback without the state cookie set by /oauth/connect is only logged unless this is on
     oauth_state_cookie_enforced: bool = Field(False, validation_alias="NANGO_OAUTH_STATE_COOKIE_ENFORCED")
 
+    # how long the proxy reuses a connection it read (decrypted); 0 reads it on every call
+    proxy_connection_cache_ms: int = Field(5_000, ge=0, le=300_000, validation_alias="NANGO_PROXY_CONNECTION_CACHE_MS")
 
     @field_validator("public_body_limit")
     @classmethod
@@ -83,3 +90,7 @@ class ServerSettings(
 
     def body_limit_bytes(self) -> int:
         return parse_size(self.public_body_limit)
+
+    def connect_url(self) -> str:
+        """Connect UI's public URL, the base of every `connect_link`."""
+        return self.public_connect_url or f"http://localhost:{self.connect_ui_port}"

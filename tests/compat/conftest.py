@@ -27,7 +27,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     if not (HERE / "node_modules" / "@nangohq" / "node").exists():
         pytest.fail("npm packages missing: run `npm ci --prefix tests/compat` (scripts/test.sh does)")
     # the suite makes more calls a minute than Nango's default limit of 200 allows one account
-    extra = {"DEFAULT_RATE_LIMIT_PER_MIN": "100000"}
+    # the proxy's upstream stubs listen on 127.0.0.1, which the default outbound policy refuses
+    extra = {"DEFAULT_RATE_LIMIT_PER_MIN": "100000", "NANGO_OUTBOUND_URL_POLICY": '{"blockLoopback": false}'}
     up = start_up(tmp_path_factory.mktemp("compat"), name="compat", extra_env=extra).wait_ready()
     yield up
     assert up.stop() == 0

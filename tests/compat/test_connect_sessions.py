@@ -41,7 +41,8 @@ async def test_session_create_use_and_delete(sdk: Sdk, platform: Up) -> None:
     token = created["data"]["token"]
     assert token.startswith("nango_connect_session_")
     assert len(token) == len("nango_connect_session_") + 64
-    assert created["data"]["connect_link"] == f"http://localhost:3009/?session_token={token}"
+    connect_port = platform.ports["NANGO_CONNECT_UI_PORT"]
+    assert created["data"]["connect_link"] == f"http://localhost:{connect_port}/?session_token={token}"
     expires = datetime.fromisoformat(created["data"]["expires_at"].replace("Z", "+00:00"))
     assert timedelta(minutes=29) < expires - datetime.now(UTC) <= timedelta(minutes=30)
 

@@ -47,6 +47,10 @@ class Up:
     def api(self) -> str:
         return f"http://127.0.0.1:{self.ports['SERVER_PORT']}"
 
+    @property
+    def connect_ui(self) -> str:
+        return f"http://127.0.0.1:{self.ports['NANGO_CONNECT_UI_PORT']}"
+
     def text(self) -> str:
         return self.output.read_text(errors="replace")
 
@@ -80,6 +84,8 @@ def start_up(
     tmp: Path, *, ports: dict[str, int] | None = None, extra_env: dict[str, str] | None = None, name: str = "up"
 ) -> Up:
     ports = ports or {"SERVER_PORT": free_port(), **{p: free_port() for p in GRPC_PORTS}}
+    # Connect UI too gets a free port unless the caller chose one (never the fixed 3009)
+    ports = {"NANGO_CONNECT_UI_PORT": free_port(), **ports}
     data_dir = tmp / "data"
     output = tmp / f"{name}-{time.monotonic_ns()}.log"
     with output.open("wb") as sink:

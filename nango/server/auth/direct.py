@@ -20,6 +20,7 @@ from nango.providers.interpolate import missing_connection_config
 from nango.server.auth import credentials as creds
 from nango.server.auth.errors import InvalidConnectionConfig
 from nango.server.auth.github_app import GithubAppMinter
+from nango.server.auth.github_custom import CustomAppMinter
 from nango.server.auth.jwt_tokens import JwtMinter, JwtSigningError, sign
 from nango.server.auth.oauth2 import ClientCredentials, OAuth2Client, TokenRequestFailed
 from nango.server.auth.verification import CredentialVerifier
@@ -56,7 +57,7 @@ class DirectAuth:
     @property
     def minters(self) -> dict[str, TokenMinter]:
         """The Refresher's minters for the modes that regenerate their own tokens."""
-        return {"APP": self.github_app, "JWT": self.jwt}
+        return {"APP": self.github_app, "CUSTOM": CustomAppMinter(self.github_app), "JWT": self.jwt}
 
     async def check(
         self,

@@ -1,9 +1,10 @@
-"""The OAuth 2.0 authorization-code flow with PKCE (reference §4.1, §4.2), without its transport.
+"""The popup flows of the OAuth family (reference §4.1, §4.2), without their transport.
 
-`OAuthFlows.start` checks a `FlowContext`, records the flow in `oauth_sessions` and returns the
-provider's authorize URL; `OAuthFlows.complete` takes the callback's query, uses the flow's state
-once, exchanges the code and stores the connection. Failures are `NangoError`s whose code is the
-websocket `error_type` the browser SDK sees; their messages never carry a secret.
+`OAuthFlows.start` checks a `FlowContext`, records the flow in `oauth_sessions` and returns where the popup goes
+next; `OAuthFlows.complete` takes the callback's query, uses the flow's state once, obtains the credentials and
+stores the connection. OAUTH2 (authorization code with PKCE) is here; OAUTH1 is `oauth1_flow`, APP and CUSTOM
+(GitHub App installs) are `app_flow`. Failures are `NangoError`s whose code is the websocket `error_type` the
+browser SDK sees (see `popup`); their messages never carry a secret.
 """
 
 from __future__ import annotations
@@ -18,18 +19,37 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from nango.crypto import Keyring
-from nango.errors import NangoError, RpcStatus
+from nango.errors import NangoError
 from nango.oplog import OperationsLog
 from nango.providers import Provider
 from nango.providers.interpolate import interpolate, interpolate_url, missing_connection_config, template_values
 from nango.server import sealing
 from nango.server.auth import credentials as creds
+from nango.server.auth.app_flow import AppInstallFlow
+from nango.server.auth.direct import DirectAuth
 from nango.server.auth.errors import InvalidAuthMode, InvalidConnectionConfig
 from nango.server.auth.flows import Finished, FlowContext, FlowFinisher
+from nango.server.auth.oauth1 import OAuth1Client
+from nango.server.auth.oauth1_flow import OAuth1Flow
 from nango.server.auth.oauth2 import ClientCredentials, OAuth2Client, TokenRequestFailed
+from nango.server.auth.popup import (
+    MAX_SHOWN,
+    Exchanged,
+    InvalidCallback,
+    InvalidProviderConfig,
+    InvalidState,
+    InvalidTokenResponse,
+    MissingStateCookie,
+    TokenExchangeFailed,
+    UnknownGrantType,
+    callback_metadata,
+    encode,
+    provider_error,
+    unexpected,
+)
 from nango.server.environments import EnvironmentService
 from nango.server.errors import UnknownProviderConfig
 from nango.server.integrations import Integration, IntegrationService
@@ -39,63 +59,9 @@ from nango.server.store.sessions import SessionStore
 log = logging.getLogger(__name__)
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
-# encodeURIComponent's unreserved set: the authorize URL is built as Nango (simple-oauth2) builds it
-_URL_SAFE = "-_.!~*'()"
-# a provider's `error` code is shown as the error type only when it looks like one (`access_denied`)
-_ERROR_CODE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-_PROVIDER_ERROR_FIELDS = ("error_description", "error_reason", "error_message", "error_uri", "status_code")
-# `error_uri` or `status_code` alone do not make a callback a refusal
-_PROVIDER_ERROR_SIGNALS = ("error_description", "error_reason", "error_message")
-_MAX_SHOWN = 500
-SUPPORTED_MODES = frozenset({"OAUTH2"})
-
-
-class OAuthFlowError(NangoError):
-    """A flow that cannot go on; the code is the error type the browser is told."""
-
-    code = "oauth_flow_error"
-    http_status = 400
-    rpc_status = RpcStatus.FAILED_PRECONDITION
-    default_message = "The authorization could not be completed"
-
-
-class InvalidProviderConfig(OAuthFlowError):
-    code = "invalid_provider_config"
-    default_message = "The integration is missing its OAuth client id or client secret"
-
-
-class UnknownGrantType(OAuthFlowError):
-    code = "unknown_grant_type"
-    default_message = "The provider's token_params ask for a grant type other than authorization_code"
-
-
-class InvalidState(OAuthFlowError):
-    code = "invalid_state"
-    default_message = "The authorization is unknown, expired or was already used; start it again"
-
-
-class MissingStateCookie(OAuthFlowError):
-    code = "missing_state_cookie"
-    default_message = "The authorization was started in another browser; start it again from this one"
-
-
-class InvalidCallback(OAuthFlowError):
-    code = "invalid_callback"
-    default_message = "The provider's callback carries no authorization code"
-
-
-class TokenExchangeFailed(OAuthFlowError):
-    code = "token_exchange_failed"
-    default_message = "The provider refused to exchange the authorization code"
-
-
-class InvalidTokenResponse(OAuthFlowError):
-    code = "invalid_token_response"
-    default_message = "The provider's token response has no access token"
-
-
-class UnexpectedFlowError(OAuthFlowError):
-    code = "unknown_error"
+SUPPORTED_MODES = frozenset({"OAUTH2", "OAUTH1", "APP", "CUSTOM"})
+# as Nango: an app install may end in another browser (an organization owner's), so APP skips the cookie check
+_STATE_COOKIE_MODES = frozenset({"OAUTH2", "OAUTH1", "CUSTOM"})
 
 
 @dataclass(frozen=True)
@@ -115,8 +81,11 @@ class FlowTarget:
 
 @dataclass(frozen=True)
 class Succeeded:
+    """`finished` is None when nothing was stored yet (`is_pending`: an app install awaiting approval)."""
+
     target: FlowTarget
-    finished: Finished
+    finished: Finished | None
+    is_pending: bool = False
 
 
 @dataclass(frozen=True)
@@ -128,13 +97,6 @@ class Failed:
 
 
 Completion = Succeeded | Failed
-
-
-def unexpected(exc: BaseException) -> UnexpectedFlowError:
-    """An error nobody planned for: its details go to the log under an id the end user can quote."""
-    incident = str(uuid.uuid4())
-    log.error("unexpected error in an OAuth flow", exc_info=exc, extra={"incident": incident})
-    return UnexpectedFlowError(f'An unexpected error occurred. Please contact support with this id: "{incident}"')
 
 
 def valid_ws_client_id(value: str | None) -> str | None:
@@ -152,10 +114,6 @@ def _token_url_template(provider: Provider) -> str | None:
     if isinstance(template, dict):
         return template.get("OAUTH2")
     return template
-
-
-def _encode(value: str) -> str:
-    return quote(value, safe=_URL_SAFE)
 
 
 def authorization_url(
@@ -196,7 +154,7 @@ def authorization_url(
     ]
     if provider.authorization_url_skip_empty:
         params = [(k, v) for k, v in params if v != ""]
-    query = "&".join(f"{_encode(k)}={_encode(v)}" for k, v in params)
+    query = "&".join(f"{encode(k)}={encode(v)}" for k, v in params)
     if raw_scope and (scope or not provider.authorization_url_skip_empty):
         query += f"&scope={scope}"
 
@@ -213,31 +171,6 @@ def authorization_url(
     return url
 
 
-def _provider_error(query: Mapping[str, str]) -> OAuthFlowError | None:
-    """The provider's refusal as the callback reports it (`?error=access_denied&error_description=...`)."""
-    error = query.get("error")
-    if not error and not any(query.get(field) for field in _PROVIDER_ERROR_SIGNALS):
-        return None
-    details = {field: query[field] for field in _PROVIDER_ERROR_FIELDS if query.get(field)}
-    code = error if error and _ERROR_CODE.match(error) else "provider_error"
-    shown = [f"{field}: {value}" for field, value in details.items()]
-    message = f"The provider answered {error or 'an error'}" + (f" ({'; '.join(shown)})" if shown else "")
-    return OAuthFlowError(message[:_MAX_SHOWN], code=code)
-
-
-def _connection_config_from(provider: Provider, raw: dict[str, Any], query: Mapping[str, str]) -> dict[str, Any]:
-    """`token_response_metadata` paths (strings and booleans, keyed by the path) and `redirect_uri_metadata` params."""
-    found: dict[str, Any] = {}
-    for path in provider.token_response_metadata or ():
-        value = creds.dig(raw, path)
-        if isinstance(value, str | bool):
-            found[path] = value
-    for name in provider.redirect_uri_metadata or ():
-        if query.get(name):
-            found[name] = query[name]
-    return found
-
-
 class OAuthFlows:
     def __init__(
         self,
@@ -250,6 +183,8 @@ class OAuthFlows:
         finisher: FlowFinisher,
         oplog: OperationsLog,
         *,
+        oauth1: OAuth1Client,
+        direct_auth: DirectAuth,
         callback_url: str,
         state_cookie_enforced: bool,
     ) -> None:
@@ -261,18 +196,53 @@ class OAuthFlows:
         self.oauth2 = oauth2
         self.finisher = finisher
         self.oplog = oplog
+        self.oauth1 = OAuth1Flow(oauth1, callback_url)
+        self.apps = AppInstallFlow(direct_auth, oauth2)
         self.callback_url = callback_url
         self.state_cookie_enforced = state_cookie_enforced
 
     async def start(self, ctx: FlowContext) -> Authorization:
-        provider, integration = ctx.provider, ctx.integration
-        if provider.auth_mode not in SUPPORTED_MODES:
-            raise InvalidAuthMode(f"The provider {integration.provider} uses {provider.auth_mode}, not OAUTH2")
+        mode = ctx.provider.auth_mode
+        if mode not in SUPPORTED_MODES:
+            raise InvalidAuthMode(
+                f"The provider {ctx.integration.provider} uses {mode}, which the OAuth popup does not serve"
+            )
+        state = str(uuid.uuid4())
+        connection_config = ctx.connection_config
+        if mode == "OAUTH1":
+            url, kept = await self.oauth1.authorize(ctx, state)
+        elif mode in ("APP", "CUSTOM"):
+            url, connection_config = self.apps.authorize(ctx, state)
+            kept = {}
+        else:
+            url, kept = self._authorize_oauth2(ctx, state)
+        session = ctx.session
+        await self.store.insert(
+            NewOAuthSession(
+                id=state,
+                environment_id=ctx.environment.id,
+                integration_id=ctx.integration.id,
+                provider=ctx.integration.provider,
+                auth_mode=mode,
+                connection_id=ctx.connection_id,
+                connect_session_id=session.id if session else None,
+                callback_url=self.callback_url,
+                secrets_sealed=self.keyring.seal(json.dumps(kept), aad=sealing.oauth_session_secrets(state)),
+                connection_config=connection_config,
+                webhook_url_override=session.webhook_url_override if session else None,
+                ws_client_id=valid_ws_client_id(ctx.ws_client_id),
+            )
+        )
+        return Authorization(state, url)
+
+    def _authorize_oauth2(self, ctx: FlowContext, state: str) -> tuple[str, dict[str, Any]]:
+        """The authorize URL, and the PKCE verifier and client override to keep (sealed) until the callback."""
+        provider = ctx.provider
         grant_type = (provider.token_params or {}).get("grant_type")
         if grant_type not in (None, "authorization_code"):
             raise UnknownGrantType(f"The provider's token_params ask for the unsupported grant type {grant_type}")
         override = _client_override(ctx.credential_overrides)
-        client = _client(integration, override)
+        client = _client(ctx.integration, override)
         missing: list[str] = []
         for template in (provider.authorization_url, _token_url_template(provider)):
             for key in missing_connection_config(template or "", ctx.connection_config):
@@ -280,30 +250,7 @@ class OAuthFlows:
                     missing.append(key)
         if missing:
             raise InvalidConnectionConfig.missing(missing, "authorization or token URL")
-
-        state = str(uuid.uuid4())
         verifier = secrets.token_hex(32)
-        sealed = self.keyring.seal(
-            json.dumps({"code_verifier": verifier, "client_override": override}),
-            aad=sealing.oauth_session_secrets(state),
-        )
-        session = ctx.session
-        await self.store.insert(
-            NewOAuthSession(
-                id=state,
-                environment_id=ctx.environment.id,
-                integration_id=integration.id,
-                provider=integration.provider,
-                auth_mode=provider.auth_mode,
-                connection_id=ctx.connection_id,
-                connect_session_id=session.id if session else None,
-                callback_url=self.callback_url,
-                secrets_sealed=sealed,
-                connection_config=ctx.connection_config,
-                webhook_url_override=session.webhook_url_override if session else None,
-                ws_client_id=valid_ws_client_id(ctx.ws_client_id),
-            )
-        )
         url = authorization_url(
             provider,
             client_id=client.client_id,
@@ -315,7 +262,7 @@ class OAuthFlows:
             user_scope=ctx.user_scope,
             verifier=verifier,
         )
-        return Authorization(state, url)
+        return url, {"code_verifier": verifier, "client_override": override}
 
     def record_failure(
         self,
@@ -338,6 +285,18 @@ class OAuthFlows:
         operation.error(error.message)
         operation.fail({"type": error.instance_code, "description": error.message})
 
+    def _record_pending(self, row: OAuthSessionRow) -> None:
+        operation = self.oplog.start(
+            "auth",
+            "create_connection",
+            environment_id=row.environment_id,
+            provider_config_key=row.provider_config_key,
+            provider=row.provider,
+            connection_id=row.connection_id,
+        )
+        operation.info("the installation awaits an organization owner's approval: no connection stored yet")
+        operation.succeed()
+
     async def complete(self, query: Mapping[str, str], *, state_cookie_present: bool) -> Completion:
         """Finish the flow the callback's `state` names. Never raises: a failure is a `Failed`."""
         state = query.get("state") or ""
@@ -351,19 +310,24 @@ class OAuthFlows:
         target = FlowTarget(row.provider_config_key, row.connection_id, row.ws_client_id)
         finishing = False
         try:
-            if not state_cookie_present:
+            if not state_cookie_present and row.auth_mode in _STATE_COOKIE_MODES:
                 log.info(
                     "oauth state cookie missing at callback",
                     extra={"provider_config_key": row.provider_config_key, "enforced": self.state_cookie_enforced},
                 )
                 if self.state_cookie_enforced:
                     raise MissingStateCookie()
-            refused = _provider_error(query)
+            refused = provider_error(query)
             if refused is not None:
                 raise refused
-            ctx, credentials, extra_config = await self._exchange(row, query)
+            ctx, exchanged = await self._exchange(row, query)
+            if exchanged.credentials is None:
+                self._record_pending(row)
+                return Succeeded(target, None, is_pending=exchanged.is_pending)
             finishing = True
-            finished = await self.finisher.finish(ctx, credentials=credentials, connection_config=extra_config)
+            finished = await self.finisher.finish(
+                ctx, credentials=exchanged.credentials, connection_config=exchanged.connection_config
+            )
         except Exception as exc:
             error = exc if isinstance(exc, NangoError) else unexpected(exc)
             # the finisher records its own failed operation
@@ -380,44 +344,29 @@ class OAuthFlows:
                 extra={"provider_config_key": row.provider_config_key, "error_type": error.instance_code},
             )
             return Failed(target, error)
-        return Succeeded(target, finished)
+        return Succeeded(target, finished, is_pending=exchanged.is_pending)
 
-    async def _exchange(
-        self, row: OAuthSessionRow, query: Mapping[str, str]
-    ) -> tuple[FlowContext, dict[str, Any], dict[str, Any]]:
+    async def _exchange(self, row: OAuthSessionRow, query: Mapping[str, str]) -> tuple[FlowContext, Exchanged]:
         integration = await self.integrations.get_by_id(row.integration_id)
         provider = self.integrations.provider(row.provider)
         if integration is None or provider is None:
             raise UnknownProviderConfig("The integration or its provider no longer exists", http_status=400)
-        code = query.get(provider.authorization_code_param_in_callback or "code")
-        if not code:
-            raise InvalidCallback()
-        stored = json.loads(self.keyring.open(row.secrets_sealed, aad=sealing.oauth_session_secrets(row.id)))
-        override: dict[str, str] = stored.get("client_override") or {}
-        client = _client(integration, override)
-        try:
-            raw = await self.oauth2.exchange_code(
+        kept: dict[str, Any] = json.loads(
+            self.keyring.open(row.secrets_sealed, aad=sealing.oauth_session_secrets(row.id))
+        )
+        if row.auth_mode == "OAUTH1":
+            exchanged = await self.oauth1.exchange(provider, integration, kept, query, row.connection_config)
+        elif row.auth_mode in ("APP", "CUSTOM"):
+            exchanged = await self.apps.exchange(
                 provider,
-                client,
-                code=code,
-                redirect_uri=row.callback_url,
-                code_verifier=None if provider.disable_pkce else stored["code_verifier"],
+                integration,
+                query,
+                auth_mode=row.auth_mode,
                 connection_config=row.connection_config,
+                redirect_uri=row.callback_url,
             )
-        except TokenRequestFailed as exc:
-            raise TokenExchangeFailed(
-                f"The provider refused the authorization code: {exc.error_type}: {exc.description}"[:_MAX_SHOWN]
-            ) from None
-        try:
-            credentials = creds.oauth2_credentials(
-                raw,
-                expires_in_unit=provider.expires_in_unit,
-                alternate_path=provider.alternate_access_token_response_path,
-            )
-        except creds.TokenResponseError:
-            raise InvalidTokenResponse() from None
-        if override:
-            credentials["config_override"] = override
+        else:
+            exchanged = await self._exchange_code(row, provider, integration, kept, query)
         ctx = FlowContext(
             environment=await self.environments.get(row.environment_id),
             integration=integration,
@@ -429,7 +378,45 @@ class OAuthFlows:
             connection_config=row.connection_config,
             ws_client_id=row.ws_client_id,
         )
-        return ctx, credentials, _connection_config_from(provider, raw, query)
+        return ctx, exchanged
+
+    async def _exchange_code(
+        self,
+        row: OAuthSessionRow,
+        provider: Provider,
+        integration: Integration,
+        kept: Mapping[str, Any],
+        query: Mapping[str, str],
+    ) -> Exchanged:
+        code = query.get(provider.authorization_code_param_in_callback or "code")
+        if not code:
+            raise InvalidCallback()
+        override: dict[str, str] = kept.get("client_override") or {}
+        client = _client(integration, override)
+        try:
+            raw = await self.oauth2.exchange_code(
+                provider,
+                client,
+                code=code,
+                redirect_uri=row.callback_url,
+                code_verifier=None if provider.disable_pkce else kept["code_verifier"],
+                connection_config=row.connection_config,
+            )
+        except TokenRequestFailed as exc:
+            raise TokenExchangeFailed(
+                f"The provider refused the authorization code: {exc.error_type}: {exc.description}"[:MAX_SHOWN]
+            ) from None
+        try:
+            credentials = creds.oauth2_credentials(
+                raw,
+                expires_in_unit=provider.expires_in_unit,
+                alternate_path=provider.alternate_access_token_response_path,
+            )
+        except creds.TokenResponseError:
+            raise InvalidTokenResponse() from None
+        if override:
+            credentials["config_override"] = override
+        return Exchanged(credentials, callback_metadata(provider, raw, query))
 
 
 def _client_override(overrides: Mapping[str, str]) -> dict[str, str]:

@@ -11,6 +11,7 @@ from nango.server.gateway import (
     integrations,
     oauth,
     providers,
+    proxy,
     routes,
     websockets,
 )
@@ -20,9 +21,10 @@ from nango.server.gateway.ratelimit import rate_limit
 
 
 def build_app(gateway: Gateway, *, body_limit: int) -> web.Application:
-    app = web.Application(middlewares=[error_envelope, cors, authenticate, rate_limit], client_max_size=body_limit)
+    # cors outermost: error responses need the CORS headers too, or browsers hide them from Connect UI and the SDK
+    app = web.Application(middlewares=[cors, error_envelope, authenticate, rate_limit], client_max_size=body_limit)
     app[GATEWAY] = gateway
-    for module in (routes, providers, integrations, connections, connect, oauth, direct_auth):
+    for module in (routes, providers, integrations, connections, connect, oauth, direct_auth, proxy):
         app.add_routes(module.routes)
     websockets.install(app, gateway.websockets_path)
     return app

@@ -16,6 +16,7 @@ from nango.server.connect_sessions import ConnectSessionService
 from nango.server.connections import ConnectionService
 from nango.server.environments import EnvironmentService
 from nango.server.integrations import IntegrationService
+from nango.server.proxy import ProxyService
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Gateway:
     public_auth_deprecated_after: datetime
     oauth: OAuthFlows
     direct_auth: DirectAuth
+    proxy: ProxyService
     # 0 disables the public API rate limiter
     rate_limit_per_minute: int = 200
 

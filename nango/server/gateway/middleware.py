@@ -1,4 +1,4 @@
-"""The gateway's middleware: error envelope, CORS and API authentication, in that order."""
+"""The gateway's middleware: CORS, error envelope and API authentication, in that order."""
 
 from __future__ import annotations
 
@@ -37,6 +37,14 @@ CORS_EXPOSE_HEADERS = (
     "Authorization, Etag, Content-Type, Content-Length, X-Nango-Signature, X-RateLimit-Limit, "
     "X-RateLimit-Remaining, X-RateLimit-Reset"
 )
+# a route that sends its response itself (the proxy's streaming) adds these before it starts
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Headers": CORS_ALLOW_HEADERS,
+    "Access-Control-Allow-Methods": "GET, HEAD, PUT, PATCH, POST, DELETE, OPTIONS",
+    "Access-Control-Expose-Headers": CORS_EXPOSE_HEADERS,
+    "Access-Control-Max-Age": "600",
+}
 
 
 def _from_http_exception(exc: web.HTTPException) -> NangoError:
@@ -83,11 +91,7 @@ async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
     else:
         response = await handler(request)
     if not response.prepared:
-        response.headers["Access-Control-Allow-Origin"] = "*"
-        response.headers["Access-Control-Allow-Headers"] = CORS_ALLOW_HEADERS
-        response.headers["Access-Control-Allow-Methods"] = "GET, HEAD, PUT, PATCH, POST, DELETE, OPTIONS"
-        response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE_HEADERS
-        response.headers["Access-Control-Max-Age"] = "600"
+        response.headers.update(CORS_HEADERS)
     return response
 
 

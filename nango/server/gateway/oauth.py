@@ -1,4 +1,6 @@
-"""OAuth 2.0 popup routes: `/oauth/connect/{providerConfigKey}` and `/oauth/callback` (reference §4.1, §4.2).
+"""OAuth popup routes: `/oauth/connect/{providerConfigKey}` and `/oauth/callback` (reference §4.1, §4.2), for
+OAUTH2, OAUTH1 and GitHub App installs (APP, CUSTOM). `/app-auth/connect` is Nango's Setup URL for GitHub Apps:
+the same callback.
 
 Both end the popup's story the same way: the outcome goes to the SDK's websocket (`ws_client_id`) and
 the popup shows the callback page, HTTP 400 on error. Authentication failures of the connect route are
@@ -11,8 +13,9 @@ from aiohttp import web
 
 from nango.errors import NangoError
 from nango.server.auth.flows import FlowContext
-from nango.server.auth.oauth2_flow import Succeeded, unexpected, valid_ws_client_id
-from nango.server.gateway import callback_page
+from nango.server.auth.oauth2_flow import Succeeded, valid_ws_client_id
+from nango.server.auth.popup import unexpected
+from nango.server.gateway import app_install, callback_page
 from nango.server.gateway.context import GATEWAY
 from nango.server.gateway.flow import resolve_flow
 from nango.server.gateway.http import Auth, auth
@@ -67,16 +70,20 @@ async def oauth_connect(request: web.Request) -> web.StreamResponse:
 
 # no HEAD: a link prefetcher must not spend a flow's single-use state
 @routes.get("/oauth/callback", allow_head=False)
+@routes.get("/app-auth/connect", allow_head=False)
 @auth(Auth.NONE)
 async def oauth_callback(request: web.Request) -> web.StreamResponse:
     gw = request.app[GATEWAY]
+    if app_install.is_stateless_install(request.query):
+        return app_install.installed_elsewhere(request)
     state = request.query.get("state") or ""
     cookie = STATE_COOKIE_PREFIX + state
     completion = await gw.oauth.complete(request.query, state_cookie_present=cookie in request.cookies)
     if isinstance(completion, Succeeded):
         target = completion.target
         response = callback_page.success_page()
-        await notify(gw.kv, target.ws_client_id, success_message(target.provider_config_key, target.connection_id))
+        message = success_message(target.provider_config_key, target.connection_id, is_pending=completion.is_pending)
+        await notify(gw.kv, target.ws_client_id, message)
     else:
         response = callback_page.error_page(completion.error)
         if (waiting := completion.target) is not None:

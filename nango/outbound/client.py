@@ -1,0 +1,138 @@
+"""The process's one outbound HTTP client: pooled keep-alive connections per upstream host.
+
+Each policy gets its own connection pool, because a pooled connection carries the policy it was
+opened under: one opened for a token endpoint (private addresses allowed) must never serve a proxy
+call (private addresses refused). Redirects are followed here, each hop checked against the policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable, Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+
+import aiohttp
+from aiohttp.abc import AbstractResolver
+from multidict import CIMultiDict
+from yarl import URL
+
+from nango.outbound.errors import OutboundDenied, TooManyRedirects
+from nango.outbound.policy import OutboundPolicy
+from nango.outbound.resolver import PinningResolver
+
+Body = bytes | AsyncIterable[bytes] | None
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# dropped when a redirect leaves the origin, unless the caller asked to keep every header
+_ORIGIN_BOUND = ("authorization", "cookie", "proxy-authorization")
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    connect_timeout: float = 10.0
+    # longest silence while reading an answer; a download may take any time while bytes flow
+    read_timeout: float = 300.0
+    size: int = 512
+    per_host: int = 100
+    keepalive: float = 30.0
+    dns_ttl: float = 10.0
+
+
+@dataclass
+class OutboundRequest:
+    method: str
+    url: URL
+    headers: CIMultiDict[str] = field(default_factory=CIMultiDict)
+    body: Body = None
+    decompress: bool = False
+    follow_redirects: bool = True
+    forward_headers_on_redirect: bool = True
+
+
+class OutboundClient:
+    def __init__(self, pool: PoolSettings | None = None, *, dns: Callable[[], AbstractResolver] | None = None) -> None:
+        """`dns` makes the name resolver each pool's policy checks (the system resolver by default)."""
+        self.pool = pool or PoolSettings()
+        self._dns = dns
+        self._sessions: dict[OutboundPolicy, aiohttp.ClientSession] = {}
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=self.pool.connect_timeout, sock_read=self.pool.read_timeout
+        )
+
+    def session(self, policy: OutboundPolicy) -> aiohttp.ClientSession:
+        """The pooled session of a policy (created on first use, inside the event loop)."""
+        session = self._sessions.get(policy)
+        if session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self.pool.size,
+                limit_per_host=self.pool.per_host,
+                keepalive_timeout=self.pool.keepalive,
+                ttl_dns_cache=int(self.pool.dns_ttl),
+                resolver=PinningResolver(policy, self._dns() if self._dns else None),
+            )
+            session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+            self._sessions[policy] = session
+        return session
+
+    async def close(self) -> None:
+        sessions, self._sessions = list(self._sessions.values()), {}
+        await asyncio.gather(*(session.close() for session in sessions))
+
+    async def __aenter__(self) -> OutboundClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def send(self, request: OutboundRequest, policy: OutboundPolicy) -> aiohttp.ClientResponse:
+        """Send the request, following up to `policy.max_redirects` redirects; the caller reads (or
+        releases) the response. Raises OutboundDenied, TooManyRedirects and aiohttp's errors."""
+        session = self.session(policy)
+        method, url, headers, body = request.method, request.url, request.headers, request.body
+        skip = () if request.decompress or "accept-encoding" in headers else ("Accept-Encoding",)
+        if request.decompress and "accept-encoding" in headers:
+            headers = CIMultiDict(headers)
+            headers.popall("accept-encoding")
+        for hop in range(policy.max_redirects + 1):
+            try:
+                policy.check_url(url)
+                response = await session.request(
+                    method,
+                    url,
+                    headers=headers,
+                    data=body,
+                    allow_redirects=False,
+                    auto_decompress=request.decompress,
+                    skip_auto_headers=skip,
+                )
+            except OutboundDenied as exc:
+                if hop == 0:
+                    raise
+                raise OutboundDenied(
+                    "redirect_denied", f"A redirect was refused: {exc.message}", host=exc.host
+                ) from None
+            location = response.headers.get("Location")
+            if not request.follow_redirects or response.status not in _REDIRECTS or not location:
+                return response
+            target = url.join(URL(location))
+            keeps_method = response.status in (307, 308)
+            if keeps_method and body is not None and not isinstance(body, bytes):
+                return response  # a streamed body cannot be sent twice: the caller gets the redirect
+            response.release()
+            # the caller's headers are not changed: each hop works on its own copy
+            headers = CIMultiDict(headers)
+            if not keeps_method and (response.status == 303 or method == "POST") and method != "HEAD":
+                method, body = "GET", None
+                for name in ("content-type", "content-length", "content-encoding"):
+                    headers.popall(name, None)
+            if not request.forward_headers_on_redirect and target.origin() != url.origin():
+                for name in _ORIGIN_BOUND:
+                    headers.popall(name, None)
+            url = target
+        raise TooManyRedirects(f"The upstream API redirected more than {policy.max_redirects} times")
+
+
+__all__ = ["Body", "OutboundClient", "OutboundRequest", "PoolSettings"]
