@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
 import re
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -31,6 +32,9 @@ from nango.oplog.models import (
 from nango.oplog.redact import redact
 
 MAX_PAGE = 500
+_PREPARE_SLICE = 32
+T = TypeVar("T")
+R = TypeVar("R")
 _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # JSON's escape for NUL, which jsonb refuses; an even run of backslashes before it is not an escape.
 _JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
@@ -253,6 +257,17 @@ def _like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
+async def _prepare(items: Sequence[T], build: Callable[[T], R]) -> list[R]:
+    """Redact and shape a batch in slices, yielding to the event loop between them: a batch of a few
+    hundred items would otherwise hold the loop (and every request of the process) for tens of ms."""
+    out: list[R] = []
+    for start in range(0, len(items), _PREPARE_SLICE):
+        if start:
+            await asyncio.sleep(0)
+        out.extend(build(item) for item in items[start : start + _PREPARE_SLICE])
+    return out
+
+
 class PostgresLogStore(LogStore):
     """The operations log in one Postgres schema (`NANGO_LOGS_DATABASE_SCHEMA`, default nango_logs).
 
@@ -300,14 +315,14 @@ class PostgresLogStore(LogStore):
     async def insert_operations(self, operations: Sequence[Operation]) -> None:
         if not operations:
             return
-        rows = [_operation_row(redact(op)) for op in operations]
+        rows = await _prepare(operations, lambda op: _operation_row(redact(op)))
         await self.pool.execute(self._insert_operations_sql, *(list(column) for column in zip(*rows, strict=True)))
 
     async def update_operations(self, updates: Sequence[OperationUpdate]) -> None:
         if not updates:
             return
         args = []
-        for update in map(redact, updates):
+        for update in await _prepare(updates, redact):
             args.append(
                 (
                     update.id,
@@ -325,7 +340,7 @@ class PostgresLogStore(LogStore):
     async def insert_messages(self, messages: Sequence[Message]) -> None:
         if not messages:
             return
-        rows = [_message_row(redact(m)) for m in messages]
+        rows = await _prepare(messages, lambda m: _message_row(redact(m)))
         await self.pool.execute(self._insert_messages_sql, *(list(column) for column in zip(*rows, strict=True)))
 
     async def get_operation(self, operation_id: str) -> Operation | None:

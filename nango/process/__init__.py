@@ -8,6 +8,7 @@ returns. A second signal exits at once. Exit codes: 0 clean stop, 1 failure, 2 b
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -22,6 +23,18 @@ from nango.telemetry import configure_logging, register_secret
 log = logging.getLogger(__name__)
 
 S = TypeVar("S", bound=ProcessSettings)
+
+
+# by then a service has imported and built everything it keeps for its lifetime
+SETTLE_SECONDS = 5.0
+
+
+def settle_garbage_collector() -> None:
+    """Move what start-up built (catalogs, models, modules) out of the collector's sight, and collect
+    less often: a full collection over that heap costs tens of milliseconds of every request's p99."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
 
 
 def install_event_loop_policy() -> None:
@@ -56,6 +69,7 @@ def serve(name: str, settings_cls: type[S], run: Callable[[S, asyncio.Event], Aw
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, on_signal, signum)
+        loop.call_later(SETTLE_SECONDS, settle_garbage_collector)
         await run(settings, stop)
 
     try:
