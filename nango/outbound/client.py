@@ -28,6 +28,40 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _ORIGIN_BOUND = ("authorization", "cookie", "proxy-authorization")
 
 
+class PolicyRefused(aiohttp.ClientConnectionError):
+    """A request made through `session()` that the policy refused before connecting: an aiohttp
+    error, so code written against plain aiohttp handles it like an unreachable host."""
+
+    def __init__(self, denied: OutboundDenied) -> None:
+        super().__init__(f"refused by the outbound URL policy: {denied.message}")
+        self.denied = denied
+
+
+def _policing(policy: OutboundPolicy) -> aiohttp.TraceConfig:
+    """Checks every URL a session requests, and every redirect it follows, before connecting: the
+    resolver sees host names only, never literal addresses such as http://127.0.0.1/."""
+
+    def check(url: URL) -> None:
+        try:
+            policy.check_url(url)
+        except OutboundDenied as exc:
+            raise PolicyRefused(exc) from None
+
+    async def on_start(_: object, __: object, params: aiohttp.TraceRequestStartParams) -> None:
+        check(params.url)
+
+    async def on_redirect(_: object, __: object, params: aiohttp.TraceRequestRedirectParams) -> None:
+        location = params.response.headers.get("Location")
+        if location:
+            check(params.url.join(URL(location)))
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(on_start)
+    trace.on_request_redirect.append(on_redirect)
+    trace.freeze()
+    return trace
+
+
 @dataclass(frozen=True)
 class PoolSettings:
     connect_timeout: float = 10.0
@@ -71,7 +105,9 @@ class OutboundClient:
                 ttl_dns_cache=int(self.pool.dns_ttl),
                 resolver=PinningResolver(policy, self._dns() if self._dns else None),
             )
-            session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+            session = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout, trace_configs=[_policing(policy)]
+            )
             self._sessions[policy] = session
         return session
 
@@ -135,4 +171,4 @@ class OutboundClient:
         raise TooManyRedirects(f"The upstream API redirected more than {policy.max_redirects} times")
 
 
-__all__ = ["Body", "OutboundClient", "OutboundRequest", "PoolSettings"]
+__all__ = ["Body", "OutboundClient", "OutboundRequest", "PolicyRefused", "PoolSettings"]

@@ -14,7 +14,7 @@ from nango.db import create_pool, migrate_url
 from nango.grpckit import ServiceBinding, start_server
 from nango.kv import open_kv
 from nango.oplog import migrate_logs, open_operations_log
-from nango.outbound import PERMISSIVE, OutboundClient
+from nango.outbound import OutboundClient, oauth_policy
 from nango.providers import CatalogRef, CatalogReloader, load_catalog
 from nango.proxycore import ProxyEngine
 from nango.server import connect_ui
@@ -75,8 +75,8 @@ async def run(settings: ServerSettings, stop: asyncio.Event) -> None:
         stack.push_async_callback(kv.close)
         stack.push_async_callback(oplog.close, timeout=settings.shutdown_grace_seconds)
         outbound = await stack.enter_async_context(OutboundClient(settings.outbound_pool()))
-        # token endpoints and credential checks: the shared pool, not yet held to a URL policy
-        http = outbound.session(PERMISSIVE)
+        # token endpoints and credential checks: private hosts allowed (on-premise providers), loopback not
+        http = outbound.session(oauth_policy(settings.outbound_url_policy, settings.outbound_url_policy_oauth))
         if reloader is not None:
             await reloader.start()
             stack.push_async_callback(reloader.stop)

@@ -85,6 +85,7 @@ def replicas(
         "NANGO_REDIS_KEY_PREFIX": f"{redis_prefix}replicas:",
         "NANGO_INTERNAL_TOKEN": "internal-token-for-tests-0123456789",
         "NANGO_ENCRYPTION_KEY": generate_key(),
+        "NANGO_OUTBOUND_URL_POLICY_OAUTH": '{"blockLoopback": false}',  # token servers on 127.0.0.1
         "NANGO_SECRET_KEY_DEV": dev_key,
         "NANGO_BIND_HOST": "127.0.0.1",
         "NANGO_DATA_DIR": str(tmp),

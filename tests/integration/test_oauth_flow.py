@@ -95,6 +95,7 @@ async def serving(
         "NANGO_SERVER_URL": info.url,
         "NANGO_INTERNAL_TOKEN": "internal-token-for-tests-0123456789",
         "NANGO_ENCRYPTION_KEY": generate_key(),
+        "NANGO_OUTBOUND_URL_POLICY_OAUTH": '{"blockLoopback": false}',  # token servers on 127.0.0.1
         "NANGO_BIND_HOST": "127.0.0.1",
         "NANGO_DATA_DIR": str(tmp),
         "NANGO_SECRET_KEY_DEV": info.dev_key,

@@ -62,6 +62,7 @@ def replicas(
         "NANGO_REDIS_URL": redis_url,
         "NANGO_REDIS_KEY_PREFIX": f"{redis_prefix}{schema}:",
         "NANGO_ENCRYPTION_KEY": key,
+        "NANGO_OUTBOUND_URL_POLICY_OAUTH": '{"blockLoopback": false}',  # the test token server is on 127.0.0.1
         "NANGO_INTERNAL_TOKEN": TOKEN,
         "NANGO_PROVIDERS_FILE": str(providers),
         "NANGO_BIND_HOST": "127.0.0.1",

@@ -60,6 +60,8 @@ def server_env(database_url: str, schema: str, data_dir: Path, **extra: str) -> 
         "NANGO_DATA_DIR": str(data_dir),
         "NANGO_SHUTDOWN_GRACE_SECONDS": "1",
         "DEFAULT_RATE_LIMIT_PER_MIN": "1000000",
+        # test token servers and providers listen on 127.0.0.1, which outbound calls refuse by default
+        "NANGO_OUTBOUND_URL_POLICY_OAUTH": '{"blockLoopback": false}',
         **extra,
     }
 

@@ -30,6 +30,8 @@ def platform_environment(data_dir: Path, ports: dict[str, int], extra: dict[str,
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NANGO_", "ORCHESTRATOR_", "RECORDS_", "JOBS_"))}
     env.update({k: str(v) for k, v in ports.items()})
     env.update(NANGO_DATA_DIR=str(data_dir), NANGO_BIND_HOST="127.0.0.1", NANGO_STARTUP_TIMEOUT_SECONDS="120")
+    # test token servers and providers listen on 127.0.0.1, which token requests refuse by default
+    env["NANGO_OUTBOUND_URL_POLICY_OAUTH"] = '{"blockLoopback": false}'
     env.update(extra or {})
     return env
 
