@@ -1,4 +1,4 @@
-"""`nango up | serve <service> | migrate | --version`."""
+"""`nango up | serve <service> | migrate | keys | init | dryrun | --version`."""
 
 from __future__ import annotations
 
@@ -28,6 +28,16 @@ def _parser() -> argparse.ArgumentParser:
         help="re-seal every stored secret with NANGO_ENCRYPTION_KEY (old keys in NANGO_ENCRYPTION_PREVIOUS_KEYS)",
     )
     rotate.add_argument("--batch-size", type=int, default=500)
+    init = commands.add_parser("init", help="write an example folder of functions")
+    init.add_argument("dir", nargs="?", default="nango-integrations", help="where (default: nango-integrations)")
+    init.add_argument("--integration", default="example", help="the integration folder's name (its id)")
+    dryrun = commands.add_parser("dryrun", help="run a function once against a connection, writing nothing")
+    dryrun.add_argument("function")
+    dryrun.add_argument("connection_id")
+    dryrun.add_argument("--integration", help="the integration (folder) that defines the function")
+    dryrun.add_argument("--input", help="action input, as JSON")
+    dryrun.add_argument("--dir", default=".", help="the folder of integrations (default: .)")
+    dryrun.add_argument("-e", "--environment", default="dev", help="picks NANGO_SECRET_KEY_<ENV> (default: dev)")
     return parser
 
 
@@ -54,6 +64,27 @@ def main(argv: list[str] | None = None) -> int:
         if args.keys_command == "generate":
             return keys.generate()
         return asyncio.run(keys.rotate(args.batch_size))
+    if args.command == "init":
+        from pathlib import Path
+
+        from nango.cli.init import init
+
+        return init(Path(args.dir), args.integration)
+    if args.command == "dryrun":
+        from pathlib import Path
+
+        from nango.cli import dryrun
+
+        return asyncio.run(
+            dryrun.main(
+                args.function,
+                args.connection_id,
+                directory=Path(args.dir),
+                integration=args.integration,
+                input_json=args.input,
+                environment=args.environment,
+            )
+        )
     _parser().print_help()
     return 2
 

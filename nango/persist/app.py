@@ -13,15 +13,13 @@ from nango.oplog import LogRetention, migrate_logs, open_operations_log
 from nango.persist.coordination import Checkpoints, Locks
 from nango.persist.daemons import PruningDaemon
 from nango.persist.records import RecordsCache
-from nango.persist.rpc import PersistServicer
+from nango.persist.rpc import SERVICE_NAME, TASK_METHODS, PersistServicer
 from nango.persist.sealing import payload_sealer
 from nango.persist.settings import PersistSettings, RecordsDatabaseSettings
 from nango.persist.store import CheckpointStore, LockStore, RecordStore
 from nangopb.persist.v1 import persist_pb2_grpc
 
 log = logging.getLogger(__name__)
-
-SERVICE_NAME = "nangopb.persist.v1.PersistService"
 
 
 async def migrate(db: RecordsDatabaseSettings) -> list[str]:
@@ -72,6 +70,7 @@ async def run(settings: PersistSettings, stop: asyncio.Event) -> None:
                 port=settings.port,
                 token=settings.internal_token.get_secret_value(),
                 grace=settings.shutdown_grace_seconds,
+                task_methods=TASK_METHODS,
             )
         finally:
             if pruning is not None:

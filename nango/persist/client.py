@@ -139,10 +139,11 @@ def _checkpoint(pb: persist_pb2.Checkpoint) -> Checkpoint:
 
 
 class PersistClient:
-    """One channel to persist. Record batches time out after 60 s, other calls after `timeout` seconds."""
+    """One channel to persist. Record batches time out after 60 s, other calls after `timeout` seconds.
+    With `token` the internal token; with `task_token` the scoped token of one running function."""
 
-    def __init__(self, target: str, token: str, *, timeout: float = 10.0) -> None:
-        self._channel = open_channel(target, token)
+    def __init__(self, target: str, token: str | None, *, task_token: str | None = None, timeout: float = 10.0) -> None:
+        self._channel = open_channel(target, token, task_token=task_token)
         self._stub = persist_pb2_grpc.PersistServiceStub(self._channel)
         self._timeout = timeout
 

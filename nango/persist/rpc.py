@@ -8,7 +8,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from nango.errors import InvalidRequest
-from nango.grpckit import json_bytes, json_value
+from nango.grpckit import json_bytes, json_value, require_scope
 from nango.oplog import Level, Message, MessageSource, MessageType, OperationsLog
 from nango.oplog.models import utcnow
 from nango.persist.coordination import Checkpoints, Locks
@@ -32,6 +32,26 @@ from nango.persist.records import (
     parse_record_batch,
 )
 from nangopb.persist.v1 import persist_pb2, persist_pb2_grpc
+
+SERVICE_NAME = "nangopb.persist.v1.PersistService"
+# what a running function may call with its task token; each method checks the token's scope
+TASK_METHODS = frozenset(
+    f"/{SERVICE_NAME}/{method}"
+    for method in (
+        "SaveRecords",
+        "UpdateRecords",
+        "DeleteRecords",
+        "DeleteOutdatedRecords",
+        "GetRecords",
+        "GetCheckpoint",
+        "PutCheckpoint",
+        "DeleteCheckpoint",
+        "WriteLogMessages",
+        "TryAcquireLock",
+        "ReleaseLock",
+        "ReleaseAllLocks",
+    )
+)
 
 # A runner batches a function's lines; more than this in one call is a bug on its side.
 MAX_LOG_MESSAGES_PER_CALL = 10_000
@@ -88,6 +108,7 @@ def log_message_from_pb(pb: persist_pb2.LogMessage, index: int) -> Message:
 
 
 def scope_from_pb(pb: persist_pb2.RecordScope) -> RecordScope:
+    require_scope(pb.environment_id, pb.nango_connection_id)
     return RecordScope(pb.environment_id, pb.nango_connection_id, pb.model)
 
 
@@ -181,6 +202,7 @@ class PersistServicer(persist_pb2_grpc.PersistServiceServicer):
     ) -> persist_pb2.WriteLogMessagesResponse:
         if len(request.messages) > MAX_LOG_MESSAGES_PER_CALL:
             raise InvalidRequest(f"at most {MAX_LOG_MESSAGES_PER_CALL} log messages per call")
+        require_scope(request.environment_id)
         # environment_id is not matched against the operation: that may not be written yet.
         messages = [log_message_from_pb(pb, i) for i, pb in enumerate(request.messages)]
         return persist_pb2.WriteLogMessagesResponse(written=self.oplog.log_messages(messages))
@@ -293,12 +315,14 @@ class PersistServicer(persist_pb2_grpc.PersistServiceServicer):
     async def GetCheckpoint(
         self, request: persist_pb2.GetCheckpointRequest, context: grpc.aio.ServicerContext
     ) -> persist_pb2.GetCheckpointResponse:
+        require_scope(request.environment_id, request.nango_connection_id)
         found = await self.checkpoints.get(request.environment_id, request.nango_connection_id, request.key)
         return persist_pb2.GetCheckpointResponse(checkpoint=None if found is None else checkpoint_to_pb(found))
 
     async def PutCheckpoint(
         self, request: persist_pb2.PutCheckpointRequest, context: grpc.aio.ServicerContext
     ) -> persist_pb2.PutCheckpointResponse:
+        require_scope(request.environment_id, request.nango_connection_id)
         checkpoint = _json_object(request.checkpoint_json, "checkpoint_json")
         if checkpoint is None:
             raise InvalidRequest("checkpoint_json is required")
@@ -310,6 +334,7 @@ class PersistServicer(persist_pb2_grpc.PersistServiceServicer):
     async def DeleteCheckpoint(
         self, request: persist_pb2.DeleteCheckpointRequest, context: grpc.aio.ServicerContext
     ) -> persist_pb2.DeleteCheckpointResponse:
+        require_scope(request.environment_id, request.nango_connection_id)
         deleted = await self.checkpoints.delete(
             request.environment_id, request.nango_connection_id, request.key, request.expected_version
         )
@@ -318,6 +343,7 @@ class PersistServicer(persist_pb2_grpc.PersistServiceServicer):
     async def TryAcquireLock(
         self, request: persist_pb2.TryAcquireLockRequest, context: grpc.aio.ServicerContext
     ) -> persist_pb2.TryAcquireLockResponse:
+        require_scope(request.environment_id)
         ttl = request.ttl.ToTimedelta() if request.HasField("ttl") else timedelta(0)
         acquired = await self.locks.try_acquire(request.environment_id, request.owner, request.key, ttl)
         return persist_pb2.TryAcquireLockResponse(acquired=acquired)
@@ -325,12 +351,14 @@ class PersistServicer(persist_pb2_grpc.PersistServiceServicer):
     async def ReleaseLock(
         self, request: persist_pb2.ReleaseLockRequest, context: grpc.aio.ServicerContext
     ) -> persist_pb2.ReleaseLockResponse:
+        require_scope(request.environment_id)
         released = await self.locks.release(request.environment_id, request.owner, request.key)
         return persist_pb2.ReleaseLockResponse(released=released)
 
     async def ReleaseAllLocks(
         self, request: persist_pb2.ReleaseAllLocksRequest, context: grpc.aio.ServicerContext
     ) -> persist_pb2.ReleaseAllLocksResponse:
+        require_scope(request.environment_id)
         return persist_pb2.ReleaseAllLocksResponse(
             released=await self.locks.release_all(request.environment_id, request.owner)
         )

@@ -1,0 +1,315 @@
+"""Inside a worker process: one task (or one bundle inspection), then exit.
+
+The zygote imports this module and calls `prepare` once; each forked child calls `main` with its
+task socket. The child reads its task, puts itself under the task's limits (RLIMIT_AS, RLIMIT_CPU,
+no core dumps), runs the function through the SDK with the gRPC backend, and sends back its outcome.
+User code's stdout and stderr become log lines of the operation, never the runner's output; an
+exception becomes a failure with its traceback in the operation's log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import os
+import resource
+import shutil
+import socket
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from nango.outbound import OutboundPolicy, server_policy
+from nango.providers import ProviderCatalog, load_catalog
+from nango.runner.archive import InvalidBundle, unpack
+from nango.runner.backend import GrpcBackend
+from nango.runner.models import ErrorType, FunctionType
+from nango.runner.wire import (
+    Failure,
+    InspectBundle,
+    InspectOutcome,
+    Limits,
+    RecordsChanged,
+    RunTask,
+    TaskOutcome,
+    WorkerConfig,
+    frame,
+    read_blocking,
+)
+from nango.sdk.errors import ActionError, HTTPError
+from nango.sdk.execute import FunctionNotFound, InvalidInput, InvalidOutput, execute, find_function
+from nango.sdk.loader import BundleLoadError, describe, load_folder
+from nango.sdk.runtime import LogLevel, LogLine, ModelCounts, Nango, TaskContext
+
+MB = 1024 * 1024
+# address space granted past the limit once it is hit, to report the failure
+_HEADROOM = 64 * MB
+_UPSTREAM_BODY_LIMIT = 64 * 1024
+_MESSAGE_LIMIT = 2000
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    config: WorkerConfig
+    catalog: ProviderCatalog
+    policy: OutboundPolicy
+
+
+_prepared: _Prepared | None = None
+
+
+def prepare(config: WorkerConfig) -> None:
+    """Run once in the zygote: everything built here is shared (copy-on-write) by every worker."""
+    global _prepared
+    catalog = load_catalog(Path(config.providers_file) if config.providers_file else None)
+    _prepared = _Prepared(config, catalog, server_policy(config.outbound_url_policy, config.override_denylist))
+
+
+class _Failed(Exception):
+    """A failure decided by the worker itself (the deployed code does not import)."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+class _LineStream(io.TextIOBase):
+    """What user code prints, as log lines of its operation."""
+
+    def __init__(self, sink: Callable[[str], None]) -> None:
+        self._sink = sink
+        self._pending = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        while "\n" in self._pending:
+            line, self._pending = self._pending.split("\n", 1)
+            if line:
+                self._sink(line)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            line, self._pending = self._pending, ""
+            self._sink(line)
+
+
+def _silence_standard_streams() -> None:
+    # C-level writes of user code (and of libraries it loads) must not reach the runner's output
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+
+
+def _apply_limits(limits: Limits) -> None:
+    memory = limits.memory_mb * MB
+    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    ceiling = memory + _HEADROOM if hard == resource.RLIM_INFINITY else min(memory + _HEADROOM, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (min(memory, ceiling), ceiling))
+    _soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    cpu_hard = limits.cpu_seconds + 1 if hard == resource.RLIM_INFINITY else min(limits.cpu_seconds + 1, hard)
+    resource.setrlimit(resource.RLIMIT_CPU, (min(limits.cpu_seconds, cpu_hard), cpu_hard))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def _release_headroom() -> None:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
+
+
+def _memory_exhausted(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, MemoryError):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _json_safe(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _within(filename: str, root: Path) -> bool:
+    try:
+        Path(filename).resolve().relative_to(root)
+    except ValueError:
+        return False
+    return True
+
+
+def _traceback(exc: BaseException, root: Path) -> str:
+    """The traceback from the function's own first frame down (the worker's frames say nothing)."""
+    summary = traceback.TracebackException.from_exception(exc)
+    frames = list(summary.stack)
+    first = next((i for i, f in enumerate(frames) if _within(f.filename, root)), 0)
+    summary.stack = traceback.StackSummary.from_list(frames[first:])
+    return "".join(summary.format())
+
+
+def _upstream(error: HTTPError) -> dict[str, Any]:
+    response = error.response
+    body: Any = response.content[:_UPSTREAM_BODY_LIMIT].decode("utf-8", "replace")
+    with contextlib.suppress(ValueError):
+        body = response.json() if len(response.content) <= _UPSTREAM_BODY_LIMIT else body
+    return {"status": response.status_code, "headers": dict(response.headers), "body": _json_safe(body)}
+
+
+def _failure(exc: BaseException, limits: Limits) -> Failure:
+    if isinstance(exc, _Failed):
+        return exc.failure
+    if isinstance(exc, InvalidInput):
+        return Failure(ErrorType.INVALID_INPUT, str(exc), 400, payload=exc.errors)
+    if isinstance(exc, InvalidOutput):
+        return Failure(ErrorType.INVALID_OUTPUT, str(exc), payload=exc.errors)
+    if isinstance(exc, FunctionNotFound):
+        return Failure(ErrorType.SCRIPT, str(exc))
+    if _memory_exhausted(exc):
+        return Failure(ErrorType.MEMORY, f"the function exceeded its memory limit ({limits.memory_mb} MB)")
+    if isinstance(exc, ActionError):
+        return Failure(ErrorType.ACTION, str(exc)[:_MESSAGE_LIMIT], 500, payload=_json_safe(exc.payload))
+    if isinstance(exc, HTTPError):
+        return Failure(ErrorType.HTTP, str(exc)[:_MESSAGE_LIMIT], 424, upstream=_upstream(exc))
+    if isinstance(exc, SystemExit):
+        return Failure(ErrorType.SCRIPT, "the function called exit()")
+    return Failure(ErrorType.SCRIPT, f"{type(exc).__name__}: {exc}"[:_MESSAGE_LIMIT])
+
+
+def _context(task: RunTask) -> TaskContext:
+    return TaskContext(
+        function_name=task.function_name,
+        function_type=FunctionType(task.function_type).value,
+        environment_id=task.environment_id,
+        environment_name=task.environment_name,
+        nango_connection_id=task.nango_connection_id,
+        connection_id=task.connection_id,
+        provider_config_key=task.provider_config_key,
+        provider=task.provider,
+        task_id=task.task_id,
+        activity_log_id=task.activity_log_id,
+        sync_id=task.sync_id,
+        sync_job_id=task.sync_job_id,
+        variant=task.variant,
+        last_sync_date=task.last_sync_date,
+        track_deletes=task.track_deletes,
+        attempt=task.attempt,
+        debug=task.debug,
+        end_user=task.end_user,
+    )
+
+
+async def _run(task: RunTask, root: Path, sock: socket.socket, prepared: _Prepared) -> TaskOutcome:
+    backend = GrpcBackend(
+        task,
+        persist_url=prepared.config.persist_url,
+        server_url=prepared.config.server_url,
+        catalog=prepared.catalog,
+        policy=prepared.policy,
+        pool=prepared.config.pool,
+        override_enabled=prepared.config.override_enabled,
+    )
+
+    def changed(model: str, counts: ModelCounts) -> None:
+        sock.sendall(frame(RecordsChanged(model, counts.added, counts.updated, counts.deleted)))
+
+    nango = Nango(_context(task), backend, on_records_changed=changed)
+    backend.on_log = nango.write_log
+
+    def printed(level: LogLevel) -> Callable[[str], None]:
+        return lambda line: nango.write_log(LogLine(line, level))
+
+    sys.stdout = _LineStream(printed("info"))
+    sys.stderr = _LineStream(printed("error"))
+    outcome: TaskOutcome
+    try:
+        try:
+            definitions = load_folder(root)
+        except BundleLoadError as exc:
+            raise _Failed(Failure(ErrorType.SCRIPT, f"the deployed code does not import: {exc}")) from None
+        run_type = nango.context.function_type
+        nango.definition = find_function(definitions, task.function_name, run_type)
+        outcome = TaskOutcome(output_json=await execute(nango.definition, nango, run_type, task.input_json))
+    except BaseException as exc:
+        if _memory_exhausted(exc):
+            _release_headroom()
+        failure = _failure(exc, task.limits)
+        expected = _Failed | ActionError | InvalidInput | InvalidOutput | FunctionNotFound
+        detail = None if isinstance(exc, expected) else _traceback(exc, root)
+        text = f"{failure.type}: {failure.message}" + (f"\n{detail}" if detail else "")
+        error = {"type": type(exc).__name__, "message": failure.message}
+        nango.write_log(LogLine(text, "error", error=error if detail is None else {**error, "stack": detail}))
+        outcome = TaskOutcome(failure=failure)
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        # the outcome is reported even when its log lines cannot be delivered
+        with contextlib.suppress(Exception):
+            await nango.finish()
+        with contextlib.suppress(Exception):
+            await backend.close()
+    return replace(outcome, proxy_calls=nango.proxy_calls, log_messages=nango.log_messages)
+
+
+def _inspect(message: InspectBundle) -> InspectOutcome:
+    workdir = Path(tempfile.mkdtemp(prefix="nango-inspect-"))
+    try:
+        _apply_limits(message.limits)
+        root = workdir / "bundle"
+        unpack(message.bundle_zip, root, message.max_unpacked_bytes)
+        definitions = load_folder(root)
+        if not definitions:
+            return InspectOutcome(error="the bundle declares no function (no @sync, @action or @on_event)")
+        return InspectOutcome(specs=_json_safe([d.spec() for d in definitions]))
+    except InvalidBundle as exc:
+        return InspectOutcome(error=exc.message)
+    except BundleLoadError as exc:
+        return InspectOutcome(error=str(exc))
+    except BaseException as exc:
+        if _memory_exhausted(exc):
+            _release_headroom()
+            return InspectOutcome(
+                error=f"importing the bundle exceeded the memory limit ({message.limits.memory_mb} MB)"
+            )
+        return InspectOutcome(error=describe(exc, workdir / "bundle"))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main(fd: int) -> int:
+    """A forked worker's life: read the task, run it, send the outcome. Returns the exit code."""
+    prepared = _prepared
+    if prepared is None:
+        return 70
+    sock = socket.socket(fileno=fd)
+    sock.setblocking(True)
+    message = read_blocking(sock)
+    _silence_standard_streams()
+    outcome: TaskOutcome | InspectOutcome
+    if isinstance(message, RunTask):
+        _apply_limits(message.limits)
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            outcome = runner.run(_run(message, Path(message.bundle_dir).resolve(), sock, prepared))
+    elif isinstance(message, InspectBundle):
+        outcome = _inspect(message)
+    else:
+        return 70
+    sock.sendall(frame(outcome))
+    sock.close()
+    return 0
+
+
+__all__ = ["main", "prepare"]

@@ -1,0 +1,199 @@
+"""The zygote: a warm parent that every worker process is forked from.
+
+The runner starts it as a fresh interpreter (never forked from the runner, whose gRPC threads must
+not be copied). It imports the worker (the SDK, grpc, pydantic, aiohttp), loads the provider catalog,
+freezes the heap so forked children share it, and then forks one worker per request. It creates no
+thread and no gRPC channel, so a fork is safe and takes about a millisecond.
+
+Protocol on the control socket (SOCK_SEQPACKET, one JSON object per message):
+runner -> zygote: `{"op": "spawn", "id": n}` with the worker's socket attached (SCM_RIGHTS), or
+`{"op": "kill", "pid": p}`; zygote -> runner: `{"op": "ready"}`, `{"op": "spawned", "id", "pid"}`,
+`{"op": "exited", "pid", "status", "maxrss_kb", "cpu_seconds"}`. The zygote reaps its children, so a
+pid it kills is always still its own. When the runner goes away (end of stream) it kills every worker
+and exits.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import ctypes
+import ctypes.util
+import gc
+import json
+import os
+import pickle
+import select
+import signal
+import socket
+import sys
+from typing import Any
+
+MAX_MESSAGE = 64 * 1024
+_PR_SET_DUMPABLE = 4
+_M_ARENA_MAX = -8
+
+
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        return ctypes.CDLL(name, use_errno=True)
+    except OSError:
+        return None
+
+
+def harden_process() -> None:
+    """Make this process undumpable: another process of the same user can then neither ptrace it
+    nor read its /proc memory and environment (workers run customer code under our uid)."""
+    libc = _libc()
+    if libc is not None and sys.platform.startswith("linux"):
+        libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
+def _limit_malloc_arenas() -> None:
+    # glibc reserves 64 MB of address space per thread arena; RLIMIT_AS counts it, grpc starts threads
+    libc = _libc()
+    if libc is not None and hasattr(libc, "mallopt"):
+        libc.mallopt(_M_ARENA_MAX, 2)
+
+
+class _Zygote:
+    def __init__(self, control: socket.socket) -> None:
+        self.control = control
+        self.live: set[int] = set()
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.control.sendall(json.dumps(message).encode())
+
+    def serve(self) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
+        signal.set_wakeup_fd(self.wake_w)
+        poller = select.poll()
+        poller.register(self.control, select.POLLIN)
+        poller.register(self.wake_r, select.POLLIN)
+        self.send({"op": "ready"})
+        while True:
+            for fd, _events in poller.poll():
+                if fd == self.wake_r:
+                    while True:
+                        try:
+                            if not os.read(self.wake_r, 4096):
+                                break
+                        except BlockingIOError:
+                            break
+                elif not self._read_requests():
+                    self._kill_all()
+                    return
+            self._reap()
+
+    def _read_requests(self) -> bool:
+        """Handle every queued request; False when the runner went away."""
+        while True:
+            try:
+                data, ancillary, _flags, _addr = self.control.recvmsg(
+                    MAX_MESSAGE, socket.CMSG_SPACE(array.array("i").itemsize), socket.MSG_DONTWAIT
+                )
+            except BlockingIOError:
+                return True
+            except OSError:
+                return False
+            if not data:
+                return False
+            fds = [
+                fd
+                for level, kind, payload in ancillary
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
+                for fd in array.array("i", payload[: len(payload) - len(payload) % 4])
+            ]
+            request = json.loads(data)
+            if request["op"] == "spawn" and fds:
+                self._spawn(int(request["id"]), fds[0])
+            elif request["op"] == "kill":
+                self._kill(int(request["pid"]))
+            for fd in fds[1:] if request["op"] == "spawn" else fds:
+                os.close(fd)
+
+    def _spawn(self, request_id: int, task_fd: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            code = 70
+            try:
+                self.control.close()
+                signal.set_wakeup_fd(-1)
+                os.close(self.wake_r)
+                os.close(self.wake_w)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                os.setpgid(0, 0)
+                from nango.runner import worker
+
+                code = worker.main(task_fd)
+            finally:
+                os._exit(code)
+        os.close(task_fd)
+        self.live.add(pid)
+        self.send({"op": "spawned", "id": request_id, "pid": pid})
+
+    def _kill(self, pid: int) -> None:
+        if pid not in self.live:
+            return
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            # the worker may not have made its process group yet
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def _kill_all(self) -> None:
+        for pid in list(self.live):
+            self._kill(pid)
+        while self.live:
+            try:
+                pid, _status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            self.live.discard(pid)
+
+    def _reap(self) -> None:
+        while self.live:
+            try:
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.live.clear()
+                return
+            if pid == 0:
+                return
+            self.live.discard(pid)
+            self.send(
+                {
+                    "op": "exited",
+                    "pid": pid,
+                    "status": status,
+                    "maxrss_kb": usage.ru_maxrss,
+                    "cpu_seconds": usage.ru_utime + usage.ru_stime,
+                }
+            )
+
+
+def main() -> None:
+    """Entry point: `python -c 'from nango.runner.zygote import main; main()' <control fd>`."""
+    control = socket.socket(fileno=int(sys.argv[1]))
+    config = pickle.loads(control.recv(MAX_MESSAGE))  # noqa: S301 - sent by the runner that started us
+    harden_process()
+    _limit_malloc_arenas()
+    from nango.runner import worker
+
+    worker.prepare(config)
+    gc.collect()
+    # objects alive now are shared with every child: keep the collector from touching (copying) them
+    gc.freeze()
+    _Zygote(control).serve()
+
+
+__all__ = ["harden_process", "main"]

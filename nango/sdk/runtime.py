@@ -1,0 +1,673 @@
+"""The `nango` object a function receives: one class over a `Backend`.
+
+The runner's backend reaches persist and the server over gRPC with the task's token and makes proxy
+calls through `nango.proxycore`; the dry-run backend reads through the public REST API and records
+writes instead of sending them. Everything an author can observe (validation, chunking, pagination,
+checkpoint versions, log batching) lives here, so both behave the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, Protocol
+
+from multidict import CIMultiDict, CIMultiDictProxy
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from nango.sdk.definitions import FunctionDefinition
+from nango.sdk.errors import CheckpointConflict, HTTPError, InvalidRecord, SdkError
+from nango.sdk.models import Model, partial_model
+from nango.sdk.pagination import PageRequest, pagination_config
+from nango.sdk.pagination import paginate as run_pagination
+
+BATCH_SIZE = 1000
+LOG_BATCH = 100
+LOG_FLUSH_SECONDS = 1.0
+LEVELS = ("debug", "info", "warn", "error")
+LogLevel = Literal["debug", "info", "warn", "error"]
+# checkpoints are flat objects of scalars (Nango's zod schema for them)
+_CHECKPOINT_VALUES = (str, int, float, bool)
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """Who and what a function runs for (Nango's nangoProps, the parts a function may see)."""
+
+    function_name: str
+    function_type: Literal["sync", "action", "webhook", "on-event"]
+    environment_id: int
+    nango_connection_id: int
+    connection_id: str
+    provider_config_key: str
+    provider: str
+    environment_name: str = ""
+    task_id: str = ""
+    activity_log_id: str = ""
+    sync_id: str = ""
+    sync_job_id: str = ""
+    variant: str = ""
+    last_sync_date: datetime | None = None
+    track_deletes: bool = False
+    attempt: int = 0
+    debug: bool = False
+    end_user: dict[str, Any] | None = None
+
+    @property
+    def checkpoint_key(self) -> str:
+        if self.function_type in ("sync", "webhook"):
+            return f"sync:{self.function_name}:{self.variant or 'base'}"
+        return f"{self.function_type}:{self.function_name}"
+
+
+@dataclass(frozen=True)
+class ProxyRequest:
+    method: str
+    endpoint: str
+    params: Mapping[str, str]
+    headers: Mapping[str, str]
+    body: bytes | None
+    retries: int = 0
+    retry_on: tuple[int, ...] = ()
+    base_url_override: str | None = None
+    decompress: bool = False
+    connection_id: str | None = None
+    provider_config_key: str | None = None
+
+
+@dataclass
+class ProxyResponse:
+    """An upstream answer: `.status_code`, `.headers` (case-insensitive), `.json()`, `.text`."""
+
+    status_code: int
+    headers: CIMultiDictProxy[str]
+    content: bytes
+    method: str = "GET"
+    endpoint: str = ""
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code < 400
+
+    def json(self) -> Any:
+        return json.loads(self.content) if self.content else None
+
+    def raise_for_status(self) -> None:
+        if self.status_code >= 400:
+            raise HTTPError(self)
+
+
+def headers_of(pairs: Iterable[tuple[str, str]]) -> CIMultiDictProxy[str]:
+    return CIMultiDictProxy(CIMultiDict(pairs))
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    added: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    """A checkpoint and its version; `value` is None once cleared (the version still counts)."""
+
+    value: dict[str, Any] | None
+    version: int
+
+
+@dataclass(frozen=True)
+class LogLine:
+    message: str
+    level: LogLevel = "info"
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    type: Literal["log", "http"] = "log"
+    meta: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    request: dict[str, Any] | None = None
+    response: dict[str, Any] | None = None
+
+
+@dataclass
+class ModelCounts:
+    added: int = 0
+    updated: int = 0
+    deleted: int = 0
+
+
+class Backend(Protocol):
+    """Where the `nango` object's calls go. Records arrive encoded (a JSON array of objects)."""
+
+    async def proxy(self, request: ProxyRequest) -> ProxyResponse: ...
+
+    async def pagination_defaults(self) -> dict[str, Any] | None: ...
+
+    async def save_records(self, model: str, records: bytes) -> BatchSummary: ...
+
+    async def update_records(self, model: str, records: bytes) -> BatchSummary: ...
+
+    async def delete_records(self, model: str, records: bytes) -> BatchSummary: ...
+
+    async def delete_outdated_records(self, model: str, generation: int) -> list[str]: ...
+
+    async def get_records(self, model: str, ids: Sequence[str]) -> list[dict[str, Any]]: ...
+
+    async def get_checkpoint(self, key: str) -> StoredCheckpoint | None: ...
+
+    async def put_checkpoint(self, key: str, value: dict[str, Any], expected_version: int) -> int: ...
+
+    async def delete_checkpoint(self, key: str, expected_version: int) -> int: ...
+
+    async def get_connection(self, provider_config_key: str, connection_id: str) -> dict[str, Any]: ...
+
+    async def set_metadata(self, metadata: dict[str, Any], *, merge: bool) -> dict[str, Any]: ...
+
+    async def get_integration(self, include_credentials: bool) -> dict[str, Any]: ...
+
+    async def environment_variables(self) -> list[dict[str, str]]: ...
+
+    async def trigger_action(
+        self, provider_config_key: str, connection_id: str, action_name: str, input: Any
+    ) -> Any: ...
+
+    async def try_acquire_lock(self, key: str, ttl: timedelta) -> bool: ...
+
+    async def release_lock(self, key: str) -> bool: ...
+
+    async def release_all_locks(self) -> int: ...
+
+    async def write_logs(self, lines: Sequence[LogLine]) -> None: ...
+
+
+ModelRef = str | type[BaseModel]
+RecordsObserver = Callable[[str, ModelCounts], None]
+
+
+def _query_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _encode_body(data: Any, headers: dict[str, str]) -> bytes | None:
+    if data is None:
+        return None
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, str):
+        return data.encode()
+    if not any(name.lower() == "content-type" for name in headers):
+        headers["Content-Type"] = "application/json"
+    return json.dumps(data, separators=(",", ":"), default=str).encode()
+
+
+_adapters: dict[type[BaseModel], TypeAdapter[list[Any]]] = {}
+
+
+def _list_adapter(model: type[BaseModel]) -> TypeAdapter[list[Any]]:
+    adapter = _adapters.get(model)
+    if adapter is None:
+        adapter = _adapters[model] = TypeAdapter(list[model])  # type: ignore[valid-type]
+    return adapter
+
+
+def _record_id(record: Any, model: str, index: int) -> str:
+    value = record.get("id") if isinstance(record, Mapping) else getattr(record, "id", None)
+    if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+        raise InvalidRecord(model, index, [{"loc": ("id",), "msg": "a record needs a string or integer id"}])
+    return str(value)
+
+
+class Nango:
+    """The runtime SDK of §6.2 in Python: properties are snake_case, every call is awaited."""
+
+    def __init__(
+        self,
+        context: TaskContext,
+        backend: Backend,
+        definition: FunctionDefinition | None = None,
+        *,
+        on_records_changed: RecordsObserver | None = None,
+    ) -> None:
+        self.context = context
+        self._backend = backend
+        # the function being run: its models are what records are validated against
+        self.definition = definition
+        self._on_records_changed = on_records_changed
+        self._checkpoint_versions: dict[str, int] = {}
+        self._pending_logs: list[LogLine] = []
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._flushing: set[asyncio.Task[None]] = set()
+        self._locks_taken = False
+        self.results: dict[str, ModelCounts] = {}
+        self.proxy_calls = 0
+        self.log_messages = 0
+
+    # properties of §6.2
+
+    @property
+    def connection_id(self) -> str:
+        return self.context.connection_id
+
+    @property
+    def provider_config_key(self) -> str:
+        return self.context.provider_config_key
+
+    @property
+    def provider(self) -> str:
+        return self.context.provider
+
+    @property
+    def environment_id(self) -> int:
+        return self.context.environment_id
+
+    @property
+    def environment_name(self) -> str:
+        return self.context.environment_name
+
+    @property
+    def variant(self) -> str:
+        return self.context.variant or "base"
+
+    @property
+    def last_sync_date(self) -> datetime | None:
+        return self.context.last_sync_date
+
+    @property
+    def activity_log_id(self) -> str:
+        return self.context.activity_log_id
+
+    @property
+    def sync_id(self) -> str:
+        return self.context.sync_id
+
+    @property
+    def sync_job_id(self) -> str:
+        return self.context.sync_job_id
+
+    # proxy
+
+    async def proxy(
+        self,
+        method: str = "GET",
+        endpoint: str = "",
+        *,
+        params: Mapping[str, Any] | None = None,
+        data: Any = None,
+        headers: Mapping[str, str] | None = None,
+        retries: int = 0,
+        retry_on: Sequence[int] | None = None,
+        base_url_override: str | None = None,
+        decompress: bool = False,
+        connection_id: str | None = None,
+        provider_config_key: str | None = None,
+    ) -> ProxyResponse:
+        """Call the provider's API with this connection's credentials, as the REST `/proxy` does.
+        A 4xx or 5xx answer raises HTTPError (its `.response` is the answer)."""
+        if not endpoint:
+            raise SdkError("proxy needs an endpoint")
+        sent_headers = dict(headers or {})
+        request = ProxyRequest(
+            method=method.upper(),
+            endpoint=endpoint if endpoint.startswith("/") else "/" + endpoint,
+            params={k: _query_value(v) for k, v in (params or {}).items() if v is not None},
+            body=_encode_body(data, sent_headers),
+            headers=sent_headers,
+            retries=retries,
+            retry_on=tuple(retry_on or ()),
+            base_url_override=base_url_override,
+            decompress=decompress,
+            connection_id=connection_id,
+            provider_config_key=provider_config_key,
+        )
+        self.proxy_calls += 1
+        response = await self._backend.proxy(request)
+        response.raise_for_status()
+        return response
+
+    async def get(self, endpoint: str, **options: Any) -> ProxyResponse:
+        return await self.proxy("GET", endpoint, **options)
+
+    async def post(self, endpoint: str, **options: Any) -> ProxyResponse:
+        return await self.proxy("POST", endpoint, **options)
+
+    async def put(self, endpoint: str, **options: Any) -> ProxyResponse:
+        return await self.proxy("PUT", endpoint, **options)
+
+    async def patch(self, endpoint: str, **options: Any) -> ProxyResponse:
+        return await self.proxy("PATCH", endpoint, **options)
+
+    async def delete(self, endpoint: str, **options: Any) -> ProxyResponse:
+        return await self.proxy("DELETE", endpoint, **options)
+
+    async def paginate(
+        self,
+        endpoint: str,
+        *,
+        method: str = "GET",
+        params: Mapping[str, Any] | None = None,
+        data: Any = None,
+        paginate: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncIterator[list[Any]]:
+        """Each page's records, following the provider's pagination merged with `paginate`."""
+        config = pagination_config(await self._backend.pagination_defaults(), paginate)
+        method = method.upper()
+        in_body = config.in_body if config.in_body is not None else method in ("POST", "PUT", "PATCH")
+        request = PageRequest(method, endpoint, params, data, in_body)
+
+        async def fetch(page: PageRequest) -> tuple[Any, Mapping[str, str]]:
+            extra = dict(options)
+            if page.base_url_override is not None:
+                extra["base_url_override"] = page.base_url_override
+            response = await self.proxy(page.method, page.endpoint, params=page.params, data=page.data, **extra)
+            return response.json(), response.headers
+
+        on_page = (paginate or {}).get("on_page")
+        async for records in run_pagination(fetch, config, request, on_page):
+            yield records
+
+    # records (syncs)
+
+    def model_full_name(self, model: ModelRef) -> str:
+        """`Model`, or `Model::variant` when this sync runs a variant other than base."""
+        name = model if isinstance(model, str) else model.__name__
+        variant = self.context.variant
+        return name if not variant or variant == "base" else f"{name}::{variant}"
+
+    def _record_model(self, model: ModelRef) -> type[Model]:
+        definition = self.definition
+        if definition is None or definition.kind != "sync":
+            raise SdkError("records can only be saved by syncs (and their webhook handlers)")
+        return definition.model(model)
+
+    def _changed(self, model: str, summary: BatchSummary) -> None:
+        counts = self.results.setdefault(model, ModelCounts())
+        counts.added += summary.added
+        counts.updated += summary.updated
+        counts.deleted += summary.deleted
+        if self._on_records_changed is not None:
+            self._on_records_changed(model, ModelCounts(summary.added, summary.updated, summary.deleted))
+
+    @staticmethod
+    def _validated(cls: type[BaseModel], name: str, records: Sequence[Any], *, partial: bool) -> list[BaseModel]:
+        schema = partial_model(cls) if partial else cls
+        out: list[BaseModel] = []
+        for index, record in enumerate(records):
+            if isinstance(record, schema) and not partial:
+                out.append(record)
+                continue
+            raw = record.model_dump(exclude_unset=partial) if isinstance(record, BaseModel) else record
+            try:
+                out.append(schema.model_validate(raw))
+            except ValidationError as exc:
+                errors = [{"loc": e["loc"], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+                raise InvalidRecord(name, index, errors) from None
+        return out
+
+    async def batch_save(self, records: Sequence[Any], model: ModelRef) -> bool:
+        """Validate `records` against the model, then upsert them in batches of 1,000."""
+        cls = self._record_model(model)
+        name = self.model_full_name(cls)
+        validated = self._validated(cls, name, records, partial=False)
+        adapter = _list_adapter(cls)
+        for start in range(0, len(validated), BATCH_SIZE):
+            chunk = adapter.dump_json(validated[start : start + BATCH_SIZE])
+            self._changed(name, await self._backend.save_records(name, chunk))
+        return True
+
+    async def batch_update(self, records: Sequence[Any], model: ModelRef) -> bool:
+        """Merge partial records (an `id` and the fields that changed) into the saved ones."""
+        cls = self._record_model(model)
+        name = self.model_full_name(cls)
+        validated = self._validated(cls, name, records, partial=True)
+        for start in range(0, len(validated), BATCH_SIZE):
+            chunk = [r.model_dump(mode="json", exclude_unset=True) for r in validated[start : start + BATCH_SIZE]]
+            self._changed(name, await self._backend.update_records(name, json.dumps(chunk).encode()))
+        return True
+
+    async def batch_delete(self, records: Sequence[Any], model: ModelRef) -> bool:
+        """Mark records deleted by id (each a dict or model with `id`)."""
+        cls = self._record_model(model)
+        name = self.model_full_name(cls)
+        ids = [{"id": _record_id(record, name, index)} for index, record in enumerate(records)]
+        for start in range(0, len(ids), BATCH_SIZE):
+            chunk = json.dumps(ids[start : start + BATCH_SIZE]).encode()
+            self._changed(name, await self._backend.delete_records(name, chunk))
+        return True
+
+    async def get_records_by_ids(self, ids: Sequence[str | int], model: ModelRef) -> dict[str, dict[str, Any]]:
+        """The live records with these ids, by id; missing and deleted ones are left out."""
+        name = self.model_full_name(self._record_model(model))
+        found: dict[str, dict[str, Any]] = {}
+        wanted = [str(i) for i in ids]
+        for start in range(0, len(wanted), 100):
+            for record in await self._backend.get_records(name, wanted[start : start + 100]):
+                if (record.get("_nango_metadata") or {}).get("deleted_at") is None:
+                    found[str(record["id"])] = record
+        return found
+
+    def _track_deletes_key(self, model: str) -> str:
+        return f"{self.context.checkpoint_key}:trackDeletes:{model}"
+
+    def _generation(self) -> int:
+        job = self.context.sync_job_id
+        if not job.isdigit() or int(job) <= 0:
+            raise SdkError("tracking deletes needs the run's sync job id (a positive integer)")
+        return int(job)
+
+    async def track_deletes_start(self, model: ModelRef) -> None:
+        """Begin a full pass over `model`: records not saved from here to `track_deletes_end` get deleted.
+        A pass left unfinished by an earlier run is continued, not restarted."""
+        name = self.model_full_name(self._record_model(model))
+        key = self._track_deletes_key(name)
+        stored = await self._backend.get_checkpoint(key)
+        if stored is not None and stored.value is not None:
+            self._checkpoint_versions[key] = stored.version
+            return
+        version = stored.version if stored is not None else 0
+        self._checkpoint_versions[key] = await self._backend.put_checkpoint(
+            key, {"sync_job_id": self._generation()}, version
+        )
+
+    async def track_deletes_end(self, model: ModelRef) -> dict[str, list[str]]:
+        """Delete the records of `model` not saved since `track_deletes_start`; returns their ids."""
+        name = self.model_full_name(self._record_model(model))
+        key = self._track_deletes_key(name)
+        stored = await self._backend.get_checkpoint(key)
+        if stored is None or stored.value is None:
+            raise SdkError(f"track_deletes_end({name!r}) without track_deletes_start")
+        deleted = await self._backend.delete_outdated_records(name, int(stored.value["sync_job_id"]))
+        await self._backend.delete_checkpoint(key, stored.version)
+        self._changed(name, BatchSummary(deleted=len(deleted)))
+        return {"deleted_keys": deleted}
+
+    async def delete_outdated_records(self, model: ModelRef) -> list[str]:
+        """Legacy track deletes: delete what this run did not save."""
+        name = self.model_full_name(self._record_model(model))
+        deleted = await self._backend.delete_outdated_records(name, self._generation())
+        self._changed(name, BatchSummary(deleted=len(deleted)))
+        return deleted
+
+    # checkpoints
+
+    async def _read_checkpoint(self, key: str) -> dict[str, Any] | None:
+        stored = await self._backend.get_checkpoint(key)
+        self._checkpoint_versions[key] = stored.version if stored is not None else 0
+        return stored.value if stored is not None else None
+
+    async def get_checkpoint(self) -> dict[str, Any] | None:
+        """This function's checkpoint for this connection; None on a first (or reset) run."""
+        return await self._read_checkpoint(self.context.checkpoint_key)
+
+    async def save_checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
+        """Store a flat object of strings, numbers and booleans. CheckpointConflict when another run
+        wrote it since this one read it."""
+        if not isinstance(checkpoint, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, _CHECKPOINT_VALUES) for k, v in checkpoint.items()
+        ):
+            raise SdkError("a checkpoint is a flat dict of str keys and str, int, float or bool values")
+        key = self.context.checkpoint_key
+        if key not in self._checkpoint_versions:
+            await self._read_checkpoint(key)
+        self._checkpoint_versions[key] = await self._backend.put_checkpoint(
+            key, dict(checkpoint), self._checkpoint_versions[key]
+        )
+
+    async def clear_checkpoint(self) -> None:
+        key = self.context.checkpoint_key
+        stored = await self._backend.get_checkpoint(key)
+        known = self._checkpoint_versions.get(key)
+        if stored is None or stored.value is None:
+            self._checkpoint_versions[key] = stored.version if stored is not None else 0
+            return
+        if known is not None and known != stored.version:
+            raise CheckpointConflict(f"checkpoint {key!r} was written by another run; read it again")
+        self._checkpoint_versions[key] = await self._backend.delete_checkpoint(key, stored.version)
+
+    # connection, metadata, environment
+
+    async def get_connection(
+        self, provider_config_key: str | None = None, connection_id: str | None = None
+    ) -> dict[str, Any]:
+        """The connection with fresh credentials (this task's unless others are named)."""
+        return await self._backend.get_connection(
+            provider_config_key or self.context.provider_config_key, connection_id or self.context.connection_id
+        )
+
+    async def get_token(self) -> Any:
+        """The credential a request would carry: the access token, API key, or the basic pair."""
+        credentials = (await self.get_connection()).get("credentials") or {}
+        kind = credentials.get("type")
+        if kind == "API_KEY":
+            return credentials.get("apiKey")
+        if kind == "BASIC":
+            return {"username": credentials.get("username"), "password": credentials.get("password")}
+        if kind == "OAUTH1":
+            return {
+                "oAuthToken": credentials.get("oauth_token"),
+                "oAuthTokenSecret": credentials.get("oauth_token_secret"),
+            }
+        return credentials.get("access_token") or credentials.get("token")
+
+    async def get_integration(self, include_credentials: bool = False) -> dict[str, Any]:
+        return await self._backend.get_integration(include_credentials)
+
+    async def get_metadata(self) -> dict[str, Any]:
+        return dict((await self.get_connection()).get("metadata") or {})
+
+    async def set_metadata(self, metadata: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace the connection's metadata."""
+        return await self._backend.set_metadata(dict(metadata), merge=False)
+
+    async def update_metadata(self, metadata: Mapping[str, Any]) -> dict[str, Any]:
+        """Shallow-merge into the connection's metadata."""
+        return await self._backend.set_metadata(dict(metadata), merge=True)
+
+    async def get_environment_variables(self) -> list[dict[str, str]]:
+        """`[{"name", "value"}]` of this environment."""
+        return await self._backend.environment_variables()
+
+    async def trigger_action(
+        self,
+        provider_config_key: str,
+        connection_id: str,
+        action_name: str,
+        input: Any = None,
+    ) -> Any:
+        """Run another action for a connection and return its output."""
+        payload = input.model_dump(mode="json") if isinstance(input, BaseModel) else input
+        return await self._backend.trigger_action(provider_config_key, connection_id, action_name, payload)
+
+    # locks (persist-backed, owned by this task)
+
+    async def try_acquire_lock(self, key: str, ttl_ms: int) -> bool:
+        self._locks_taken = True
+        return await self._backend.try_acquire_lock(key, timedelta(milliseconds=ttl_ms))
+
+    async def release_lock(self, key: str) -> bool:
+        return await self._backend.release_lock(key)
+
+    async def release_all_locks(self) -> int:
+        self._locks_taken = False
+        return await self._backend.release_all_locks()
+
+    # logs
+
+    async def log(self, *parts: Any, level: LogLevel = "info") -> None:
+        """One line in the run's log (batched); non-string parts are written as JSON."""
+        if level not in LEVELS:
+            raise SdkError(f"log level must be one of {', '.join(LEVELS)}")
+        text = " ".join(p if isinstance(p, str) else json.dumps(p, default=str) for p in parts)
+        self.write_log(LogLine(text, level))
+
+    def write_log(self, line: LogLine) -> None:
+        """Queue a line; it is sent within a second, or as soon as a batch is full."""
+        self._pending_logs.append(line)
+        self.log_messages += 1
+        if len(self._pending_logs) >= LOG_BATCH:
+            self._flush_soon(0)
+        elif self._flush_handle is None:
+            self._flush_soon(LOG_FLUSH_SECONDS)
+
+    def _flush_soon(self, delay: float) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # written outside the event loop (a thread): `finish()` sends it
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+
+        def start() -> None:
+            self._flush_handle = None
+            task = loop.create_task(self._flush_quietly())
+            self._flushing.add(task)
+            task.add_done_callback(self._flushing.discard)
+
+        self._flush_handle = loop.call_later(delay, start)
+
+    async def _flush_quietly(self) -> None:
+        # a log line that cannot be written must not fail the function that wrote it
+        with contextlib.suppress(Exception):
+            await self.flush_logs()
+
+    async def flush_logs(self) -> None:
+        lines, self._pending_logs = self._pending_logs, []
+        if lines:
+            await self._backend.write_logs(lines)
+
+    async def finish(self) -> None:
+        """Send what is still buffered and let go of this task's locks."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if self._flushing:
+            await asyncio.gather(*self._flushing, return_exceptions=True)
+        await self.flush_logs()
+        if self._locks_taken:
+            await self.release_all_locks()
+
+
+__all__ = [
+    "BATCH_SIZE",
+    "Backend",
+    "BatchSummary",
+    "LogLevel",
+    "LogLine",
+    "ModelCounts",
+    "Nango",
+    "ProxyRequest",
+    "ProxyResponse",
+    "StoredCheckpoint",
+    "TaskContext",
+    "headers_of",
+]

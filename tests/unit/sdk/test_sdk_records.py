@@ -1,0 +1,129 @@
+"""Records through the `nango` object: validation against the model, batches of 1,000, variants,
+partial updates, deletions and track-deletes bookkeeping."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sdk_fakes import FakeBackend, context
+
+from nango.sdk import InvalidRecord, Model, Nango, SdkError, sync
+from nango.sdk.definitions import FunctionDefinition, clear_registry, registered
+from nango.sdk.runtime import ModelCounts
+
+
+class Contact(Model):
+    id: str
+    name: str
+    age: int | None = None
+
+
+class Company(Model):
+    id: int
+    domain: str
+
+
+@pytest.fixture
+def definition() -> FunctionDefinition:
+    clear_registry()
+
+    @sync(description="d", frequency="every hour", models=[Contact, Company])
+    async def contacts(nango: Any) -> None:
+        return None
+
+    return registered()[0]
+
+
+def nango_for(definition: FunctionDefinition, backend: FakeBackend, **overrides: Any) -> Nango:
+    return Nango(context(**overrides), backend, definition)
+
+
+async def test_records_are_validated_and_sent_in_batches_of_1000(definition: FunctionDefinition) -> None:
+    backend = FakeBackend()
+    changes: list[tuple[str, ModelCounts]] = []
+    nango = Nango(context(), backend, definition, on_records_changed=lambda m, c: changes.append((m, c)))
+    records: list[Any] = [Contact(id=str(i), name=f"n{i}") for i in range(2000)]
+    records += [{"id": str(i), "name": f"d{i}", "age": "41"} for i in range(2000, 2500)]
+    assert await nango.batch_save(records, "Contact")
+    assert [len(batch) for _, batch in backend.saved] == [1000, 1000, 500]
+    assert backend.saved[2][1][0] == {"id": "2000", "name": "d2000", "age": 41}
+    assert nango.results["Contact"].added == 2500
+    assert [c.added for _, c in changes] == [1000, 1000, 500]
+
+
+async def test_an_invalid_record_sends_nothing(definition: FunctionDefinition) -> None:
+    backend = FakeBackend()
+    nango = nango_for(definition, backend)
+    with pytest.raises(InvalidRecord, match=r"record 1 of model Contact is invalid: name"):
+        await nango.batch_save([{"id": "1", "name": "ok"}, {"id": "2"}], "Contact")
+    with pytest.raises(InvalidRecord, match="record 0 of model Company"):
+        await nango.batch_save([{"id": "x", "domain": "a.com"}], Company)
+    assert backend.saved == []
+
+
+async def test_models_are_named_with_their_variant(definition: FunctionDefinition) -> None:
+    backend = FakeBackend()
+    nango = nango_for(definition, backend, variant="eu")
+    await nango.batch_save([Company(id=1, domain="a.com")], Company)
+    assert backend.saved == [("Company::eu", [{"id": 1, "domain": "a.com"}])]
+    assert nango.model_full_name("Contact") == "Contact::eu"
+    assert nango_for(definition, backend, variant="base").model_full_name("Contact") == "Contact"
+
+
+async def test_undeclared_models_and_non_syncs_are_refused(definition: FunctionDefinition) -> None:
+    nango = nango_for(definition, FakeBackend())
+    with pytest.raises(SdkError, match="does not declare a model 'Deal'"):
+        await nango.batch_save([{"id": "1"}], "Deal")
+    action_nango = Nango(context(function_type="action"), FakeBackend(), None)
+    with pytest.raises(SdkError, match="only be saved by syncs"):
+        await action_nango.batch_save([{"id": "1", "name": "n"}], "Contact")
+
+
+async def test_updates_are_partial_and_deletions_need_only_ids(definition: FunctionDefinition) -> None:
+    backend = FakeBackend()
+    nango = nango_for(definition, backend)
+    await nango.batch_update([{"id": "1", "age": 30}, Contact(id="2", name="Bo")], "Contact")
+    assert backend.updated == [("Contact", [{"id": "1", "age": 30}, {"id": "2", "name": "Bo"}])]
+    with pytest.raises(InvalidRecord, match="age"):
+        await nango.batch_update([{"id": "1", "age": "old"}], "Contact")
+    with pytest.raises(InvalidRecord, match="id"):
+        await nango.batch_update([{"age": 1}], "Contact")
+    await nango.batch_delete([{"id": "1"}, Contact(id="2", name="x")], "Contact")
+    assert backend.deleted == [("Contact", [{"id": "1"}, {"id": "2"}])]
+    with pytest.raises(InvalidRecord, match="string or integer id"):
+        await nango.batch_delete([{"name": "no id"}], "Contact")
+    assert nango.results["Contact"] == ModelCounts(added=0, updated=2, deleted=2)
+
+
+async def test_records_by_ids_leave_out_missing_and_deleted(definition: FunctionDefinition) -> None:
+    backend = FakeBackend()
+    nango = nango_for(definition, backend)
+    await nango.batch_save([{"id": "1", "name": "a"}, {"id": "2", "name": "b"}], "Contact")
+    backend.saved.append(("Contact", [{"id": "3", "name": "c", "_nango_metadata": {"deleted_at": "2024-01-01"}}]))
+    found = await nango.get_records_by_ids(["1", "3", "9"], "Contact")
+    assert list(found) == ["1"]
+
+
+async def test_track_deletes_uses_the_job_that_started_the_pass(definition: FunctionDefinition) -> None:
+    backend = FakeBackend()
+    first = nango_for(definition, backend, sync_job_id="7")
+    await first.track_deletes_start("Contact")
+    # an interrupted pass is continued by the next run, not restarted
+    second = nango_for(definition, backend, sync_job_id="8")
+    await second.track_deletes_start("Contact")
+    assert await second.track_deletes_end("Contact") == {"deleted_keys": ["gone"]}
+    assert backend.outdated == [("Contact", 7)]
+    assert second.results["Contact"].deleted == 1
+    with pytest.raises(SdkError, match="without track_deletes_start"):
+        await second.track_deletes_end("Contact")
+    third = nango_for(definition, backend, sync_job_id="9")
+    await third.track_deletes_start("Contact")
+    await third.track_deletes_end("Contact")
+    assert backend.outdated[-1] == ("Contact", 9)
+
+
+async def test_track_deletes_needs_a_sync_job_id(definition: FunctionDefinition) -> None:
+    nango = nango_for(definition, FakeBackend(), sync_job_id="")
+    with pytest.raises(SdkError, match="sync job id"):
+        await nango.track_deletes_start("Contact")
