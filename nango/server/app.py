@@ -9,14 +9,17 @@ import logging
 
 from aiohttp import web
 
+from nango.blob import open_blob_store
 from nango.config import DatabaseSettings
 from nango.db import create_pool, migrate_url
 from nango.grpckit import ServiceBinding, start_server
 from nango.kv import open_kv
 from nango.oplog import migrate_logs, open_operations_log
+from nango.orchestrator.client import OrchestratorClient
 from nango.outbound import OutboundClient, oauth_policy
 from nango.providers import CatalogRef, CatalogReloader, load_catalog
 from nango.proxycore import ProxyEngine
+from nango.runner.client import RunnerClient
 from nango.server import connect_ui
 from nango.server.auth.direct import DirectAuth
 from nango.server.auth.flows import FlowFinisher
@@ -27,6 +30,7 @@ from nango.server.connect_sessions import ConnectSessionService
 from nango.server.connections import ConnectionService
 from nango.server.daemons import ConnectionKeepAlive, Housekeeping
 from nango.server.environments import EnvironmentService
+from nango.server.functions import FunctionService
 from nango.server.gateway import build_app
 from nango.server.gateway.context import Gateway
 from nango.server.integrations import IntegrationService
@@ -36,8 +40,10 @@ from nango.server.refresh import Refresher
 from nango.server.rpc import SERVICE_NAME, TASK_METHODS, ServerServicer
 from nango.server.settings import ServerSettings
 from nango.server.store import ConnectionStore, EnvironmentStore, IntegrationStore
+from nango.server.store.functions import FunctionStore
 from nango.server.store.oauth_sessions import OAuthSessionStore
 from nango.server.store.sessions import SessionStore
+from nango.server.syncs import SyncScheduler
 from nangopb.server.v1 import server_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -101,6 +107,18 @@ async def run(settings: ServerSettings, stop: asyncio.Event) -> None:
             oplog,
             cache_seconds=settings.proxy_connection_cache_ms / 1000,
         )
+        token = settings.internal_token.get_secret_value()
+        blobs = open_blob_store(settings, data_dir)
+        stack.push_async_callback(blobs.close)
+        orchestrator = OrchestratorClient(settings.orchestrator_url, token)
+        stack.push_async_callback(orchestrator.close)
+        runner_client = RunnerClient(settings.runner_url, token)
+        stack.push_async_callback(runner_client.close)
+        function_store = FunctionStore(pool)
+        functions = FunctionService(
+            function_store, integrations, connections, SyncScheduler(function_store, orchestrator), blobs, runner_client
+        )
+        connections.listeners.append(functions)
         sessions = SessionStore(pool, connections.store)
         connect_sessions = ConnectSessionService(sessions, keyring, integrations, connections)
         finisher = FlowFinisher(connections, oplog)
@@ -112,6 +130,7 @@ async def run(settings: ServerSettings, stop: asyncio.Event) -> None:
             kv=kv,
             connect_sessions=connect_sessions,
             finisher=finisher,
+            functions=functions,
             server_url=settings.server_url,
             public_connect_url=settings.connect_url(),
             websockets_path=settings.websockets_path,
@@ -171,7 +190,7 @@ async def run(settings: ServerSettings, stop: asyncio.Event) -> None:
             stack.push_async_callback(connect_ui_runner.cleanup)
 
         # RPCs not served yet answer UNIMPLEMENTED (the base servicer's methods); see rpc.py
-        servicer = ServerServicer(environments, integrations, connections)  # type: ignore[abstract]
+        servicer = ServerServicer(environments, integrations, connections, functions)  # type: ignore[abstract]
         grpc_server = await start_server(
             [ServiceBinding(SERVICE_NAME, servicer, server_pb2_grpc.add_ServerServiceServicer_to_server)],
             host=settings.bind_host,

@@ -7,7 +7,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from nango.crypto import Keyring
 from nango.kv import KVStore, LockTimeout
@@ -56,6 +56,12 @@ class Connection:
         return self.row.provider_config_key
 
 
+class ConnectionListener(Protocol):
+    async def connection_created(self, connection: Connection) -> None: ...
+
+    async def connection_deleted(self, connection: Connection) -> None: ...
+
+
 @dataclass(frozen=True)
 class NewConnection:
     """What an auth flow or an import hands over to be stored."""
@@ -90,6 +96,8 @@ class ConnectionService:
         self.refresher = refresher
         self.oplog = oplog
         self.cache = CredentialCache(cache_seconds)
+        # what must follow a connection's creation or deletion (e.g. its syncs' schedules)
+        self.listeners: list[ConnectionListener] = []
 
     def _seal(self, row_uuid: str, credentials: dict[str, Any]) -> str:
         return self.keyring.seal(
@@ -134,7 +142,11 @@ class ConnectionService:
             webhook_url_override=new.webhook_url_override,
         )
         self.cache.forget((new.integration.environment_id, new.integration.unique_key, new.connection_id))
-        return self.open(row), created
+        connection = self.open(row)
+        if created:
+            for listener in self.listeners:
+                await listener.connection_created(connection)
+        return connection, created
 
     async def get_fresh(
         self, environment_id: int, provider_config_key: str, connection_id: str, *, force_refresh: bool = False
@@ -289,6 +301,8 @@ class ConnectionService:
 
     async def delete(self, environment_id: int, provider_config_key: str, connection_id: str) -> None:
         connection = await self.get(environment_id, provider_config_key, connection_id)
+        for listener in self.listeners:
+            await listener.connection_deleted(connection)
         await self.store.soft_delete(connection.id)
         self.cache.forget_id(connection.id)
 

@@ -7,16 +7,20 @@ connection of that task: every method here checks it with `require_scope`.
 from __future__ import annotations
 
 import json
+import uuid
+from datetime import UTC
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from nango.errors import InvalidRequest
+from nango.errors import InvalidRequest, NotFound
 from nango.grpckit import json_bytes, json_value, require_scope
 from nango.server.connections import Connection, ConnectionService
 from nango.server.environments import EnvironmentService
+from nango.server.functions import FunctionService
 from nango.server.integrations import IntegrationService
 from nango.server.store.connections import EndUserRow
+from nango.server.store.functions import FunctionRow
 from nangopb.common.v1 import common_pb2
 from nangopb.server.v1 import server_pb2, server_pb2_grpc
 
@@ -75,11 +79,16 @@ class ServerServicer(server_pb2_grpc.ServerServiceServicer):
     """RPCs of functions and webhooks arrive with their issues; until then they answer UNIMPLEMENTED."""
 
     def __init__(
-        self, environments: EnvironmentService, integrations: IntegrationService, connections: ConnectionService
+        self,
+        environments: EnvironmentService,
+        integrations: IntegrationService,
+        connections: ConnectionService,
+        functions: FunctionService,
     ) -> None:
         self.environments = environments
         self.integrations = integrations
         self.connections = connections
+        self.functions = functions
 
     async def ListEnvironments(
         self, request: server_pb2.ListEnvironmentsRequest, context: grpc.aio.ServicerContext
@@ -154,3 +163,73 @@ class ServerServicer(server_pb2_grpc.ServerServiceServicer):
                 forward_webhooks=integration.forward_webhooks,
             )
         )
+
+    async def GetFunctionConfig(
+        self, request: server_pb2.GetFunctionConfigRequest, context: grpc.aio.ServicerContext
+    ) -> server_pb2.GetFunctionConfigResponse:
+        require_scope(request.environment_id)
+        function = await self.functions.get(
+            request.environment_id, request.provider_config_key, request.name, request.type or None
+        )
+        return server_pb2.GetFunctionConfigResponse(function=function_pb(function))
+
+    async def GetSyncRunContext(
+        self, request: server_pb2.GetSyncRunContextRequest, context: grpc.aio.ServicerContext
+    ) -> server_pb2.GetSyncRunContextResponse:
+        sync = await self.functions.store.sync(_uuid(request.sync_id, "sync_id"))
+        if sync is None:
+            raise NotFound(f"sync {request.sync_id} does not exist", code="unknown_sync")
+        function = await self.functions.store.get(sync.function_id)
+        row = await self.connections.store.get_by_id(sync.connection_row_id)
+        if function is None or row is None:
+            raise NotFound(f"sync {request.sync_id} has no function or connection any more", code="unknown_sync")
+        environment = await self.environments.get(sync.environment_id)
+        sync_pb = server_pb2.Sync(
+            id=sync.id,
+            name=sync.name,
+            variant=sync.variant,
+            nango_connection_id=sync.connection_row_id,
+            frequency=sync.frequency or function.frequency or "",
+            last_sync_date=_timestamp(sync.last_sync_date) if sync.last_sync_date else None,
+        )
+        # jobs needs who and what, not the credentials: the function's SDK fetches those itself
+        connection = connection_pb(Connection(row, {}))
+        return server_pb2.GetSyncRunContextResponse(
+            sync=sync_pb, function=function_pb(function), connection=connection, environment_name=environment.name
+        )
+
+    async def RecordSyncRun(
+        self, request: server_pb2.RecordSyncRunRequest, context: grpc.aio.ServicerContext
+    ) -> server_pb2.RecordSyncRunResponse:
+        sync_id = _uuid(request.sync_id, "sync_id")
+        if request.success and request.HasField("started_at"):
+            await self.functions.store.record_sync_run(sync_id, request.started_at.ToDatetime(tzinfo=UTC))
+        return server_pb2.RecordSyncRunResponse()
+
+
+def function_pb(function: FunctionRow) -> server_pb2.FunctionConfig:
+    return server_pb2.FunctionConfig(
+        id=function.id,
+        environment_id=function.environment_id,
+        provider_config_key=function.provider_config_key,
+        name=function.name,
+        type=function.type,
+        version=function.version,
+        bundle_key=function.bundle_key,
+        bundle_sha256=function.bundle_sha256,
+        models=function.models,
+        track_deletes=function.track_deletes,
+        auto_start=function.auto_start,
+        frequency=function.frequency or "",
+        webhook_subscriptions=function.webhook_subscriptions,
+        input_json_schema=json_bytes(function.input_json_schema),
+        models_json_schema=json_bytes(function.models_json_schema),
+        enabled=function.enabled,
+    )
+
+
+def _uuid(value: str, field: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise InvalidRequest(f"{field} is not a UUID") from None

@@ -8,6 +8,7 @@ from nango.server.gateway import (
     connect,
     connections,
     direct_auth,
+    functions,
     integrations,
     oauth,
     providers,
@@ -24,7 +25,7 @@ def build_app(gateway: Gateway, *, body_limit: int) -> web.Application:
     # cors outermost: error responses need the CORS headers too, or browsers hide them from Connect UI and the SDK
     app = web.Application(middlewares=[cors, error_envelope, authenticate, rate_limit], client_max_size=body_limit)
     app[GATEWAY] = gateway
-    for module in (routes, providers, integrations, connections, connect, oauth, direct_auth, proxy):
+    for module in (routes, providers, integrations, functions, connections, connect, oauth, direct_auth, proxy):
         app.add_routes(module.routes)
     websockets.install(app, gateway.websockets_path)
     return app

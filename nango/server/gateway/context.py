@@ -15,6 +15,7 @@ from nango.server.auth.oauth2_flow import OAuthFlows
 from nango.server.connect_sessions import ConnectSessionService
 from nango.server.connections import ConnectionService
 from nango.server.environments import EnvironmentService
+from nango.server.functions import FunctionService
 from nango.server.integrations import IntegrationService
 from nango.server.proxy import ProxyService
 
@@ -28,6 +29,7 @@ class Gateway:
     kv: KVStore
     connect_sessions: ConnectSessionService
     finisher: FlowFinisher
+    functions: FunctionService
     server_url: str
     public_connect_url: str
     websockets_path: str
