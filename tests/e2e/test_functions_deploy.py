@@ -109,15 +109,14 @@ async def test_deploy_plan_apply_schedule_and_reconcile(platform: Up, orchestrat
         ({"../escape.py": "x = 1\n"}, "relative"),
         (
             {
-                "bad.py": 'from nango.sdk import sync\n\n@sync(description="d", frequency="whenever", models=[])\nasync def s(nango): ...\n'
+                "bad.py": 'from nango.sdk import sync\n\n@sync(description="d", frequency="whenever", models=[])\n'
+                "async def s(nango): ...\n"
             },
             "frequency",
         ),
     ],
 )
-async def test_bad_bundles_are_refused_and_change_nothing(
-    platform: Up, files: dict[str, str], needle: str, tmp_path: Path
-) -> None:
+async def test_bad_bundles_are_refused_and_change_nothing(platform: Up, files: dict[str, str], needle: str) -> None:
     status, _ = await call(platform, "POST", "/integrations", {"provider": "resend", "unique_key": "bad"})
     assert status in (200, 409)
     status, before = await call(platform, "GET", "/integrations/bad/functions")
