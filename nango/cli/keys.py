@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field
 
 from nango.config import DatabaseSettings, EncryptionSettings, SettingsError, load
-from nango.crypto import generate_key
+from nango.crypto import Keyring, generate_key
 from nango.db import create_pool
 from nango.errors import NangoError
 
@@ -52,6 +52,31 @@ async def rotate(batch_size: int) -> int:
         if report.failed[column]:
             line += f", {report.failed[column]} could not be opened with any configured key"
         print(line)
-    failed = sum(report.failed.values())
-    print(f"done: {report.total} values re-sealed" + (f", {failed} FAILED" if failed else ""))
+    resealed, changed, records_failed = await _rotate_records(keyring)
+    line = f"  {'records (payloads)':<40} {resealed} re-sealed"
+    if changed:
+        line += f", {changed} changed meanwhile (already sealed with the new key)"
+    if records_failed:
+        line += f", {records_failed} could not be opened with any configured key"
+    print(line)
+    failed = sum(report.failed.values()) + records_failed
+    print(f"done: {report.total + resealed} values re-sealed" + (f", {failed} FAILED" if failed else ""))
     return 1 if failed else 0
+
+
+async def _rotate_records(keyring: Keyring) -> tuple[int, int, int]:
+    """Record payloads live in persist's schema (and maybe its own database, RECORDS_DATABASE_URL)."""
+    from nango.persist.keys import reseal_records
+    from nango.persist.settings import RecordsDatabaseSettings
+
+    records = load(RecordsDatabaseSettings)
+    pool = await create_pool(
+        records.database(), schema=records.records_schema, application_name="nango-keys-rotate", max_size=2
+    )
+    try:
+        exists = await pool.fetchval("SELECT to_regclass('records') IS NOT NULL")
+        if not exists:
+            return 0, 0, 0
+        return await reseal_records(pool, keyring.payload_sealer())
+    finally:
+        await pool.close()

@@ -13,6 +13,7 @@ import binascii
 import hashlib
 import os
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -63,6 +64,7 @@ class Keyring:
     def __init__(self, primary: bytes, previous: list[bytes] | None = None) -> None:
         self.primary_id = key_id(primary)
         self._ciphers = {key_id(k): AESGCM(k) for k in [*(previous or []), primary]}
+        self._primary, self._previous = primary, list(previous or [])
 
     @classmethod
     def from_encoded(cls, primary: str, previous: list[str] | None = None) -> Keyring:
@@ -104,6 +106,65 @@ class Keyring:
     def sealed_with_primary(self, token: str) -> bool:
         return token.split(".", 2)[1:2] == [self.primary_id]
 
+    def payload_sealer(self) -> PayloadSealer:
+        """The same keys, for bulk binary payloads (records)."""
+        return PayloadSealer(self._primary, self._previous)
+
+
+_PAYLOAD_VERSION = b"\x01"
+_KEY_ID_BYTES = 4
+_PAYLOAD_HEADER = len(_PAYLOAD_VERSION) + _KEY_ID_BYTES
+
+
+class PayloadSealer:
+    """Binary payloads: `0x01 | key id (4 bytes) | nonce (12) | ciphertext+tag`. The keyring's text
+    tokens cost ~10 µs per KB of base64 to decode against ~1 µs for AES-GCM, too much on read paths."""
+
+    def __init__(self, primary: bytes, previous: list[bytes] | None = None) -> None:
+        self._ciphers = {bytes.fromhex(key_id(k)): AESGCM(k) for k in [*(previous or []), primary]}
+        primary_id = bytes.fromhex(key_id(primary))
+        self._primary = self._ciphers[primary_id]
+        self._prefix = _PAYLOAD_VERSION + primary_id
+
+    def seal(self, plaintext: bytes, aad: bytes) -> bytes:
+        nonce = os.urandom(_NONCE_BYTES)
+        return self._prefix + nonce + self._primary.encrypt(nonce, plaintext, aad)
+
+    def seal_many(self, plaintexts: Sequence[bytes], aads: Sequence[bytes]) -> list[bytes]:
+        """`seal` for a batch, with one call for all its random nonces."""
+        randomness = os.urandom(_NONCE_BYTES * len(plaintexts))
+        encrypt, prefix = self._primary.encrypt, self._prefix
+        sealed = []
+        for index, (plaintext, aad) in enumerate(zip(plaintexts, aads, strict=True)):
+            nonce = randomness[index * _NONCE_BYTES : (index + 1) * _NONCE_BYTES]
+            sealed.append(prefix + nonce + encrypt(nonce, plaintext, aad))
+        return sealed
+
+    def open(self, sealed: bytes, aad: bytes) -> bytes:
+        if sealed[:1] != _PAYLOAD_VERSION:
+            raise DecryptionFailed("stored payload is not a recognised ciphertext")
+        cipher = self._ciphers.get(sealed[1:_PAYLOAD_HEADER])
+        if cipher is None:
+            raise UnknownEncryptionKey(
+                f"a payload was sealed with key {sealed[1:_PAYLOAD_HEADER].hex()}, which is neither "
+                "NANGO_ENCRYPTION_KEY nor one of NANGO_ENCRYPTION_PREVIOUS_KEYS"
+            )
+        try:
+            return cipher.decrypt(
+                sealed[_PAYLOAD_HEADER : _PAYLOAD_HEADER + _NONCE_BYTES], sealed[_PAYLOAD_HEADER + _NONCE_BYTES :], aad
+            )
+        except InvalidTag:
+            raise DecryptionFailed(
+                f"a payload sealed with key {sealed[1:_PAYLOAD_HEADER].hex()} failed authentication"
+            ) from None
+
+    def key_ids(self) -> set[str]:
+        return {kid.hex() for kid in self._ciphers}
+
+    def primary_prefix(self) -> bytes:
+        """What every payload sealed with the primary key starts with."""
+        return self._prefix
+
 
 def load_or_create_key_file(path: Path) -> tuple[str, bool]:
     """The key stored at `path`, creating it (mode 0600) on first use. Returns (key, created)."""
@@ -122,6 +183,7 @@ def load_or_create_key_file(path: Path) -> tuple[str, bool]:
 __all__ = [
     "DecryptionFailed",
     "Keyring",
+    "PayloadSealer",
     "UnknownEncryptionKey",
     "generate_key",
     "key_id",

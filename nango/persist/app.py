@@ -12,6 +12,7 @@ from nango.grpckit import ServiceBinding, serve_until
 from nango.oplog import LogRetention, migrate_logs, open_operations_log
 from nango.persist.coordination import Checkpoints, Locks
 from nango.persist.daemons import PruningDaemon
+from nango.persist.keys import check_payload_keys
 from nango.persist.records import RecordsCache
 from nango.persist.rpc import SERVICE_NAME, TASK_METHODS, PersistServicer
 from nango.persist.sealing import payload_sealer
@@ -50,6 +51,7 @@ async def run(settings: PersistSettings, stop: asyncio.Event) -> None:
         oplog = await open_operations_log(logs_url, settings)
         retention = LogRetention(oplog.store, retention_days=settings.logs_retention_days)
         retention.start()
+        await check_payload_keys(pool, sealer)
         records = RecordsCache(RecordStore(pool), sealer)
         pruning: PruningDaemon | None = None
         try:

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from nango.crypto import PayloadSealer
 from nango.errors import InvalidRequest
 from nango.persist.cursor import Cursor, decode_cursor, encode_cursor
 from nango.persist.models import (
@@ -37,7 +38,6 @@ from nango.persist.models import (
     RecordSummary,
     validate_model,
 )
-from nango.persist.sealing import PayloadSealer
 from nango.persist.store import ExistingRecord, RecordStore, RecordWrite
 
 # Key lists in summaries stop here; counts stay exact.

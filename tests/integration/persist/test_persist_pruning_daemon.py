@@ -12,12 +12,11 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
-from nango.crypto import generate_key, parse_key
+from nango.crypto import PayloadSealer, generate_key, parse_key
 from nango.db import create_pool, migrate_url
 from nango.persist.daemons import PruningDaemon
 from nango.persist.models import BatchContext, RecordQuery, RecordScope
 from nango.persist.records import RecordsCache, parse_record_batch
-from nango.persist.sealing import PayloadSealer
 from nango.persist.store import RecordStore
 
 pytestmark = pytest.mark.integration

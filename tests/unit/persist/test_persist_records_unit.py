@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from nango.crypto import DecryptionFailed, UnknownEncryptionKey, generate_key, key_id, parse_key
+from nango.crypto import DecryptionFailed, PayloadSealer, UnknownEncryptionKey, generate_key, key_id, parse_key
 from nango.errors import InvalidRequest
 from nango.persist.cursor import Cursor, decode_cursor, encode_cursor
 from nango.persist.errors import InvalidCursor
@@ -27,7 +27,6 @@ from nango.persist.records import (
     payload_hash,
     prepare,
 )
-from nango.persist.sealing import PayloadSealer
 from nango.persist.store import ExistingRecord, model_lock_key
 
 MOMENT = datetime(2024, 5, 1, 10, 0, 0, 123456, tzinfo=UTC)
