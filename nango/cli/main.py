@@ -1,4 +1,4 @@
-"""`nango up | serve <service> | migrate | keys | init | dryrun | --version`."""
+"""`nango up | serve <service> | migrate | keys | init | dryrun | deploy | --version`."""
 
 from __future__ import annotations
 
@@ -38,6 +38,11 @@ def _parser() -> argparse.ArgumentParser:
     dryrun.add_argument("--input", help="action input, as JSON")
     dryrun.add_argument("--dir", default=".", help="the folder of integrations (default: .)")
     dryrun.add_argument("-e", "--environment", default="dev", help="picks NANGO_SECRET_KEY_<ENV> (default: dev)")
+    deploy = commands.add_parser("deploy", help="deploy the functions of DIR/<integration-id>/ to the platform")
+    deploy.add_argument("dir", nargs="?", default=".", help="the folder of integrations (default: .)")
+    deploy.add_argument("--auto-confirm", action="store_true", help="apply without asking")
+    deploy.add_argument("--integration", help="deploy only this integration's folder (deletes nothing)")
+    deploy.add_argument("-e", "--environment", default="dev", help="picks NANGO_SECRET_KEY_<ENV> (default: dev)")
     return parser
 
 
@@ -82,6 +87,19 @@ def main(argv: list[str] | None = None) -> int:
                 directory=Path(args.dir),
                 integration=args.integration,
                 input_json=args.input,
+                environment=args.environment,
+            )
+        )
+    if args.command == "deploy":
+        from pathlib import Path
+
+        from nango.cli import deploy
+
+        return asyncio.run(
+            deploy.main(
+                Path(args.dir),
+                integration=args.integration,
+                auto_confirm=args.auto_confirm,
                 environment=args.environment,
             )
         )

@@ -1,62 +1,33 @@
-"""The typed client runners use to reach jobs: heartbeats, results and registration.
+"""The typed client runners (heartbeats, results, registration) and the server (sync-job history) use
+to reach jobs.
 
-It speaks the domain types below and raises `NangoError`s; a raw `grpc.RpcError` never escapes.
+It speaks the domain types of `nango.jobs.models` and raises `NangoError`s (`UnknownTask` for a result of a
+task jobs never dispatched); a raw `grpc.RpcError` never escapes.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC
 from types import TracebackType
-from typing import Any
 
 from google.protobuf.duration_pb2 import Duration
 
 from nango.grpckit import invoke, json_bytes, json_value, open_channel
+from nango.jobs.errors import UnknownTask
+from nango.jobs.models import (
+    FunctionFailure,
+    ModelResult,
+    SyncJob,
+    SyncJobStatus,
+    SyncJobType,
+    TaskCompletion,
+    TaskTelemetry,
+)
 from nangopb.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 
 SERVICE = "jobs"
-
-
-@dataclass(frozen=True)
-class FunctionFailure:
-    """Why a function did not produce an output (`type` as Nango names it, e.g. `script_timeout`)."""
-
-    type: str
-    message: str
-    status: int = 500
-    payload: Any = None
-    # script_http_error: {status, headers, body} of the upstream answer the function let escape
-    upstream: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class ModelResult:
-    model: str
-    added: int = 0
-    updated: int = 0
-    deleted: int = 0
-
-
-@dataclass(frozen=True)
-class TaskTelemetry:
-    duration: timedelta = timedelta(0)
-    max_memory_bytes: int = 0
-    proxy_calls: int = 0
-    log_messages: int = 0
-
-
-@dataclass(frozen=True)
-class TaskCompletion:
-    """A finished task: its JSON-able `output`, or `error`."""
-
-    task_id: str
-    output: Any = None
-    error: FunctionFailure | None = None
-    telemetry: TaskTelemetry = field(default_factory=TaskTelemetry)
-    results: Sequence[ModelResult] = ()
 
 
 def completion_to_pb(completion: TaskCompletion) -> jobs_pb2.CompleteTaskRequest:
@@ -79,16 +50,28 @@ def completion_to_pb(completion: TaskCompletion) -> jobs_pb2.CompleteTaskRequest
     if error is None:
         request.output_json = json.dumps(completion.output, separators=(",", ":"), default=str).encode()
     else:
-        request.error.CopyFrom(
-            jobs_pb2.FunctionError(
-                type=error.type,
-                message=error.message,
-                payload_json=json_bytes(error.payload),
-                status=error.status,
-                upstream_json=json_bytes(error.upstream),
-            )
-        )
+        request.error.CopyFrom(failure_to_pb(error))
     return request
+
+
+def failure_to_pb(error: FunctionFailure) -> jobs_pb2.FunctionError:
+    return jobs_pb2.FunctionError(
+        type=error.type,
+        message=error.message,
+        payload_json=json_bytes(error.payload),
+        status=error.status,
+        upstream_json=json_bytes(error.upstream),
+    )
+
+
+def failure_from_pb(pb: jobs_pb2.FunctionError) -> FunctionFailure:
+    return FunctionFailure(
+        type=pb.type,
+        message=pb.message,
+        status=pb.status,
+        payload=json_value(pb.payload_json),
+        upstream=json_value(pb.upstream_json),
+    )
 
 
 def completion_from_pb(request: jobs_pb2.CompleteTaskRequest) -> TaskCompletion:
@@ -100,16 +83,49 @@ def completion_from_pb(request: jobs_pb2.CompleteTaskRequest) -> TaskCompletion:
     )
     results = tuple(ModelResult(r.model, r.added, r.updated, r.deleted) for r in request.results)
     if request.WhichOneof("result") == "error":
-        pb = request.error
-        error = FunctionFailure(
-            type=pb.type,
-            message=pb.message,
-            status=pb.status,
-            payload=json_value(pb.payload_json),
-            upstream=json_value(pb.upstream_json),
-        )
+        error = failure_from_pb(request.error)
         return TaskCompletion(request.task_id, error=error, telemetry=telemetry, results=results)
     return TaskCompletion(request.task_id, json_value(request.output_json), telemetry=telemetry, results=results)
+
+
+_STATUS_TO_PB = {s: jobs_pb2.SyncJobStatus.Value(f"SYNC_JOB_STATUS_{s.value}") for s in SyncJobStatus}
+_STATUS_FROM_PB: dict[int, SyncJobStatus] = {v: s for s, v in _STATUS_TO_PB.items()}
+_TYPE_TO_PB = {t: jobs_pb2.SyncJobType.Value(f"SYNC_JOB_TYPE_{t.value}") for t in SyncJobType}
+_TYPE_FROM_PB: dict[int, SyncJobType] = {v: t for t, v in _TYPE_TO_PB.items()}
+
+
+def sync_job_to_pb(job: SyncJob) -> jobs_pb2.SyncJob:
+    message = jobs_pb2.SyncJob(
+        id=str(job.id),
+        sync_id=job.sync_id,
+        task_id=job.task_id,
+        type=_TYPE_TO_PB[job.type],
+        status=_STATUS_TO_PB[job.status],
+        results=[
+            jobs_pb2.ModelResult(model=r.model, added=r.added, updated=r.updated, deleted=r.deleted)
+            for r in job.results
+        ],
+    )
+    message.started_at.FromDatetime(job.started_at)
+    if job.ended_at is not None:
+        message.ended_at.FromDatetime(job.ended_at)
+    if job.error is not None:
+        message.error.CopyFrom(failure_to_pb(job.error))
+    return message
+
+
+def sync_job_from_pb(pb: jobs_pb2.SyncJob) -> SyncJob:
+    return SyncJob(
+        id=int(pb.id),
+        sync_id=pb.sync_id,
+        task_id=pb.task_id,
+        type=_TYPE_FROM_PB[pb.type],
+        status=_STATUS_FROM_PB[pb.status],
+        results=tuple(ModelResult(r.model, r.added, r.updated, r.deleted) for r in pb.results),
+        started_at=pb.started_at.ToDatetime(tzinfo=UTC),
+        ended_at=pb.ended_at.ToDatetime(tzinfo=UTC) if pb.HasField("ended_at") else None,
+        error=failure_from_pb(pb.error) if pb.HasField("error") else None,
+    )
 
 
 class JobsClient:
@@ -145,13 +161,29 @@ class JobsClient:
         request = jobs_pb2.RegisterRunnerRequest(node_id=node_id, url=url, capacity=capacity)
         await invoke(SERVICE, self._stub.RegisterRunner(request, timeout=self._timeout))
 
+    async def list_sync_jobs(
+        self, sync_ids: Sequence[str], *, latest_only: bool = False, limit: int = 0
+    ) -> list[SyncJob]:
+        """Jobs of these syncs, newest first (`latest_only`: one per sync); `limit` 0 means 100."""
+        request = jobs_pb2.ListSyncJobsRequest(sync_ids=list(sync_ids), latest_only=latest_only, limit=limit)
+        reply = await invoke(SERVICE, self._stub.ListSyncJobs(request, timeout=self._timeout))
+        return [sync_job_from_pb(job) for job in reply.jobs]
+
 
 __all__ = [
     "FunctionFailure",
     "JobsClient",
     "ModelResult",
+    "SyncJob",
+    "SyncJobStatus",
+    "SyncJobType",
     "TaskCompletion",
     "TaskTelemetry",
+    "UnknownTask",
     "completion_from_pb",
     "completion_to_pb",
+    "failure_from_pb",
+    "failure_to_pb",
+    "sync_job_from_pb",
+    "sync_job_to_pb",
 ]

@@ -13,14 +13,17 @@ from nango.blob import open_blob_store
 from nango.config import DatabaseSettings
 from nango.db import create_pool, migrate_url
 from nango.grpckit import ServiceBinding, start_server
+from nango.jobs.client import JobsClient
 from nango.kv import open_kv
 from nango.oplog import migrate_logs, open_operations_log
 from nango.orchestrator.client import OrchestratorClient
 from nango.outbound import OutboundClient, oauth_policy
+from nango.persist.client import PersistClient
 from nango.providers import CatalogRef, CatalogReloader, load_catalog
 from nango.proxycore import ProxyEngine
 from nango.runner.client import RunnerClient
 from nango.server import connect_ui
+from nango.server.actions import ActionService
 from nango.server.auth.direct import DirectAuth
 from nango.server.auth.flows import FlowFinisher
 from nango.server.auth.oauth1 import OAuth1Client
@@ -36,6 +39,7 @@ from nango.server.gateway.context import Gateway
 from nango.server.integrations import IntegrationService
 from nango.server.keys import check_keys
 from nango.server.proxy import ProxyService
+from nango.server.records import RecordService
 from nango.server.refresh import Refresher
 from nango.server.rpc import SERVICE_NAME, TASK_METHODS, ServerServicer
 from nango.server.settings import ServerSettings
@@ -43,6 +47,7 @@ from nango.server.store import ConnectionStore, EnvironmentStore, IntegrationSto
 from nango.server.store.functions import FunctionStore
 from nango.server.store.oauth_sessions import OAuthSessionStore
 from nango.server.store.sessions import SessionStore
+from nango.server.sync_control import SyncControl
 from nango.server.syncs import SyncScheduler
 from nangopb.server.v1 import server_pb2_grpc
 
@@ -116,9 +121,19 @@ async def run(settings: ServerSettings, stop: asyncio.Event) -> None:
         stack.push_async_callback(runner_client.close)
         function_store = FunctionStore(pool)
         functions = FunctionService(
-            function_store, integrations, connections, SyncScheduler(function_store, orchestrator), blobs, runner_client
+            function_store,
+            integrations,
+            connections,
+            SyncScheduler(function_store, orchestrator, heartbeat_timeout=settings.sync_heartbeat_timeout()),
+            blobs,
+            runner_client,
         )
         connections.listeners.append(functions)
+        persist = PersistClient(settings.persist_url, token)
+        stack.push_async_callback(persist.close)
+        jobs = JobsClient(settings.jobs_url, token, timeout=5.0)
+        stack.push_async_callback(jobs.close)
+        actions = ActionService(functions, orchestrator, max_concurrency=settings.action_environment_max_concurrency)
         sessions = SessionStore(pool, connections.store)
         connect_sessions = ConnectSessionService(sessions, keyring, integrations, connections)
         finisher = FlowFinisher(connections, oplog)
@@ -161,6 +176,9 @@ async def run(settings: ServerSettings, stop: asyncio.Event) -> None:
                 oplog,
                 max_body=settings.body_limit_bytes(),
             ),
+            records=RecordService(connections.store, persist),
+            sync_control=SyncControl(functions, orchestrator, persist, jobs),
+            actions=actions,
             rate_limit_per_minute=settings.rate_limit_per_minute if settings.rate_limit_enabled else 0,
         )
         daemons = [
@@ -190,7 +208,7 @@ async def run(settings: ServerSettings, stop: asyncio.Event) -> None:
             stack.push_async_callback(connect_ui_runner.cleanup)
 
         # RPCs not served yet answer UNIMPLEMENTED (the base servicer's methods); see rpc.py
-        servicer = ServerServicer(environments, integrations, connections, functions)  # type: ignore[abstract]
+        servicer = ServerServicer(environments, integrations, connections, functions, actions)  # type: ignore[abstract]
         grpc_server = await start_server(
             [ServiceBinding(SERVICE_NAME, servicer, server_pb2_grpc.add_ServerServiceServicer_to_server)],
             host=settings.bind_host,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from nango.grpckit import invoke, json_bytes, json_value, open_channel
@@ -48,6 +48,70 @@ class IntegrationInfo:
     credentials: dict[str, Any] | None
     custom: dict[str, Any] | None
     forward_webhooks: bool
+
+
+@dataclass(frozen=True)
+class FunctionConfig:
+    """A deployed function: what to run (bundle key and hash) and how it was declared."""
+
+    id: str
+    environment_id: int
+    provider_config_key: str
+    name: str
+    # "sync", "action" or "on-event"
+    type: str
+    version: str
+    bundle_key: str
+    bundle_sha256: str
+    models: tuple[str, ...]
+    track_deletes: bool
+    auto_start: bool
+    frequency: str
+    webhook_subscriptions: tuple[str, ...]
+    input_json_schema: dict[str, Any] | None
+    models_json_schema: dict[str, Any]
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class SyncInfo:
+    id: str
+    name: str
+    variant: str
+    nango_connection_id: int
+    frequency: str
+    last_sync_date: datetime | None
+
+
+@dataclass(frozen=True)
+class SyncRunContext:
+    """What jobs needs to run a sync: the sync, its function, its connection (without credentials)."""
+
+    sync: SyncInfo
+    function: FunctionConfig
+    connection: ConnectionInfo
+    environment_name: str
+
+
+def _function(pb: server_pb2.FunctionConfig) -> FunctionConfig:
+    return FunctionConfig(
+        id=pb.id,
+        environment_id=pb.environment_id,
+        provider_config_key=pb.provider_config_key,
+        name=pb.name,
+        type=pb.type,
+        version=pb.version,
+        bundle_key=pb.bundle_key,
+        bundle_sha256=pb.bundle_sha256,
+        models=tuple(pb.models),
+        track_deletes=pb.track_deletes,
+        auto_start=pb.auto_start,
+        frequency=pb.frequency,
+        webhook_subscriptions=tuple(pb.webhook_subscriptions),
+        input_json_schema=json_value(pb.input_json_schema),
+        models_json_schema=json_value(pb.models_json_schema, {}),
+        enabled=pb.enabled,
+    )
 
 
 def _connection(pb: server_pb2.Connection) -> ConnectionInfo:
@@ -133,3 +197,46 @@ class ServerClient:
             custom=json_value(pb.custom_json),
             forward_webhooks=pb.forward_webhooks,
         )
+
+    async def get_function_config(
+        self, environment_id: int, provider_config_key: str, name: str, type_: str | None = None
+    ) -> FunctionConfig:
+        """A deployed function by integration and name (`type_` when the name is ambiguous); NotFound otherwise."""
+        request = server_pb2.GetFunctionConfigRequest(
+            environment_id=environment_id, provider_config_key=provider_config_key, name=name, type=type_ or ""
+        )
+        reply = await invoke("server", self._stub.GetFunctionConfig(request, timeout=10))
+        return _function(reply.function)
+
+    async def get_sync_run_context(self, sync_id: str) -> SyncRunContext:
+        """The sync, its function and its connection; NotFound (`unknown_sync`) once any of them is gone."""
+        request = server_pb2.GetSyncRunContextRequest(sync_id=sync_id)
+        reply = await invoke("server", self._stub.GetSyncRunContext(request, timeout=10))
+        pb = reply.sync
+        sync = SyncInfo(
+            id=pb.id,
+            name=pb.name,
+            variant=pb.variant,
+            nango_connection_id=pb.nango_connection_id,
+            frequency=pb.frequency,
+            last_sync_date=pb.last_sync_date.ToDatetime(tzinfo=UTC) if pb.HasField("last_sync_date") else None,
+        )
+        return SyncRunContext(sync, _function(reply.function), _connection(reply.connection), reply.environment_name)
+
+    async def record_sync_run(self, sync_id: str, sync_job_id: int, *, success: bool, started_at: datetime) -> None:
+        """A sync run ended; on success its start becomes the sync's last_sync_date."""
+        request = server_pb2.RecordSyncRunRequest(sync_id=sync_id, sync_job_id=str(sync_job_id), success=success)
+        request.started_at.FromDatetime(started_at)
+        await invoke("server", self._stub.RecordSyncRun(request, timeout=10))
+
+    async def trigger_action(
+        self, environment_id: int, provider_config_key: str, connection_id: str, action_name: str, input: Any = None
+    ) -> Any:
+        """Run an action for a connection and wait for its output (up to the action's 15 minutes, plus
+        its 30 s to start); its failure is raised as the NangoError the public API would answer."""
+        ref = common_pb2.ConnectionRef(
+            environment_id=environment_id, provider_config_key=provider_config_key, connection_id=connection_id
+        )
+        request = server_pb2.TriggerActionRequest(connection=ref, action_name=action_name, input_json=json_bytes(input))
+        reply = await invoke("server", self._stub.TriggerAction(request, timeout=17 * 60))
+        return json_value(reply.output_json)

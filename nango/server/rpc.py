@@ -15,6 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from nango.errors import InvalidRequest, NotFound
 from nango.grpckit import json_bytes, json_value, require_scope
+from nango.server.actions import ActionService
 from nango.server.connections import Connection, ConnectionService
 from nango.server.environments import EnvironmentService
 from nango.server.functions import FunctionService
@@ -28,7 +29,13 @@ SERVICE_NAME = "nangopb.server.v1.ServerService"
 # what a running function may call with its task token
 TASK_METHODS = frozenset(
     f"/{SERVICE_NAME}/{method}"
-    for method in ("GetConnection", "SetConnectionMetadata", "GetIntegration", "GetEnvironmentVariables")
+    for method in (
+        "GetConnection",
+        "SetConnectionMetadata",
+        "GetIntegration",
+        "GetEnvironmentVariables",
+        "TriggerAction",
+    )
 )
 
 
@@ -84,11 +91,13 @@ class ServerServicer(server_pb2_grpc.ServerServiceServicer):
         integrations: IntegrationService,
         connections: ConnectionService,
         functions: FunctionService,
+        actions: ActionService,
     ) -> None:
         self.environments = environments
         self.integrations = integrations
         self.connections = connections
         self.functions = functions
+        self.actions = actions
 
     async def ListEnvironments(
         self, request: server_pb2.ListEnvironmentsRequest, context: grpc.aio.ServicerContext
@@ -205,6 +214,21 @@ class ServerServicer(server_pb2_grpc.ServerServiceServicer):
         if request.success and request.HasField("started_at"):
             await self.functions.store.record_sync_run(sync_id, request.started_at.ToDatetime(tzinfo=UTC))
         return server_pb2.RecordSyncRunResponse()
+
+    async def TriggerAction(
+        self, request: server_pb2.TriggerActionRequest, context: grpc.aio.ServicerContext
+    ) -> server_pb2.TriggerActionResponse:
+        """A running function calls another action of its environment, and waits for its output."""
+        environment_id, key, connection_id = _ref(request.connection)
+        if not request.action_name:
+            raise InvalidRequest("action_name is required")
+        try:
+            input = json_value(request.input_json)
+        except json.JSONDecodeError:
+            raise InvalidRequest("input_json is not valid JSON") from None
+        # a caller that goes away cancels this handler, and with it the wait (never the action's task)
+        output = await self.actions.run(environment_id, key, connection_id, request.action_name, input)
+        return server_pb2.TriggerActionResponse(output_json=json_bytes(output))
 
 
 def function_pb(function: FunctionRow) -> server_pb2.FunctionConfig:

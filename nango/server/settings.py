@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 
@@ -72,6 +72,16 @@ class ServerSettings(
     # a callback without the state cookie set by /oauth/connect is only logged unless this is on
     oauth_state_cookie_enforced: bool = Field(False, validation_alias="NANGO_OAUTH_STATE_COOKIE_ENFORCED")
 
+    # synchronous actions one environment may run at once (reference §8.4); 0 is unlimited
+    action_environment_max_concurrency: int = Field(
+        500, ge=0, le=100_000, validation_alias="ACTION_ENVIRONMENT_MAX_CONCURRENCY"
+    )
+
+    # a sync run whose runner has not heartbeated for this long expires (Nango: 5 min); applies to new schedules
+    sync_heartbeat_timeout_seconds: float = Field(
+        300, ge=1, le=86_400, validation_alias="NANGO_SYNC_HEARTBEAT_TIMEOUT_SECONDS"
+    )
+
     # how long the proxy reuses a connection it read (decrypted); 0 reads it on every call
     proxy_connection_cache_ms: int = Field(5_000, ge=0, le=300_000, validation_alias="NANGO_PROXY_CONNECTION_CACHE_MS")
 
@@ -90,6 +100,9 @@ class ServerSettings(
 
     def body_limit_bytes(self) -> int:
         return parse_size(self.public_body_limit)
+
+    def sync_heartbeat_timeout(self) -> timedelta:
+        return timedelta(seconds=self.sync_heartbeat_timeout_seconds)
 
     def connect_url(self) -> str:
         """Connect UI's public URL, the base of every `connect_link`."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import replace
 from datetime import timedelta
 
 from nango.orchestrator.client import (
@@ -40,9 +41,15 @@ def sync_group(environment_id: int) -> str:
 
 
 class SyncScheduler:
-    def __init__(self, store: FunctionStore, orchestrator: OrchestratorClient) -> None:
+    def __init__(
+        self, store: FunctionStore, orchestrator: OrchestratorClient, *, heartbeat_timeout: timedelta | None = None
+    ) -> None:
         self.store = store
         self.orchestrator = orchestrator
+        # a sync whose runner stops heartbeating for this long expires (and its job ends as an error)
+        self.timeouts = (
+            SYNC_TIMEOUTS if heartbeat_timeout is None else replace(SYNC_TIMEOUTS, heartbeat=heartbeat_timeout)
+        )
 
     def _spec(
         self, sync: SyncRow, function: FunctionRow, connection_id: str, *, state: ScheduleState = ScheduleState.STARTED
@@ -53,7 +60,7 @@ class SyncScheduler:
             group=TaskGroup(sync_group(sync.environment_id)),
             frequency=frequency,
             state=state,
-            timeouts=SYNC_TIMEOUTS,
+            timeouts=self.timeouts,
             args={
                 "type": "sync",
                 "environment_id": sync.environment_id,

@@ -16,10 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from tests.conftest import free_port
 from tests.support.platform import Up, start_up
 
 HERE = Path(__file__).parent
+# test_functions.py's upstream API listens here; its provider must be declared before `nango up` starts
+FUNCTIONS_UPSTREAM_PORT = free_port()
+FUNCTIONS_PROVIDER = "compat-crm"
 
 
 @pytest.fixture(scope="session")
@@ -29,9 +34,34 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     # the suite makes more calls a minute than Nango's default limit of 200 allows one account
     # the proxy's upstream stubs listen on 127.0.0.1, which the default outbound policy refuses
     extra = {"DEFAULT_RATE_LIMIT_PER_MIN": "100000", "NANGO_OUTBOUND_URL_POLICY": '{"blockLoopback": false}'}
-    up = start_up(tmp_path_factory.mktemp("compat"), name="compat", extra_env=extra).wait_ready()
+    tmp = tmp_path_factory.mktemp("compat")
+    extra["NANGO_PROVIDERS_FILE"] = str(_functions_provider(tmp / "providers.yaml"))
+    up = start_up(tmp, name="compat", extra_env=extra).wait_ready()
     yield up
     assert up.stop() == 0
+
+
+def _functions_provider(path: Path) -> Path:
+    paginate = {
+        "type": "cursor",
+        "cursor_name_in_request": "cursor",
+        "cursor_path_in_response": "next_cursor",
+        "response_path": "data",
+        "limit_name_in_request": "limit",
+    }
+    provider = {
+        "display_name": "Compat CRM",
+        "categories": ["crm"],
+        "docs": "https://example.com/docs",
+        "auth_mode": "API_KEY",
+        "proxy": {
+            "base_url": f"http://127.0.0.1:{FUNCTIONS_UPSTREAM_PORT}",
+            "headers": {"x-api-key": "${apiKey}"},
+            "paginate": paginate,
+        },
+    }
+    path.write_text(yaml.safe_dump({FUNCTIONS_PROVIDER: provider}))
+    return path
 
 
 @dataclass

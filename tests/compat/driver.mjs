@@ -26,6 +26,12 @@ const extras = {
         const response = await nango.http.post(url, body, { headers: nango.enrichHeaders({ 'Content-Type': 'application/json' }) });
         return response.data;
     },
+    // PUT /environment-variables (ours: Nango sets them in its dashboard)
+    async _setEnvironmentVariables(nango, variables) {
+        const url = `${nango.serverUrl}/environment-variables`;
+        const response = await nango.http.put(url, variables, { headers: nango.enrichHeaders({ 'Content-Type': 'application/json' }) });
+        return response.data;
+    },
 };
 
 const lines = readline.createInterface({ input: process.stdin });

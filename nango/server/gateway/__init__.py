@@ -5,15 +5,19 @@ from __future__ import annotations
 from aiohttp import web
 
 from nango.server.gateway import (
+    actions,
     connect,
     connections,
     direct_auth,
+    environment_variables,
     functions,
     integrations,
     oauth,
     providers,
     proxy,
+    records,
     routes,
+    syncs,
     websockets,
 )
 from nango.server.gateway.context import GATEWAY, Gateway
@@ -26,6 +30,8 @@ def build_app(gateway: Gateway, *, body_limit: int) -> web.Application:
     app = web.Application(middlewares=[cors, error_envelope, authenticate, rate_limit], client_max_size=body_limit)
     app[GATEWAY] = gateway
     for module in (routes, providers, integrations, functions, connections, connect, oauth, direct_auth, proxy):
+        app.add_routes(module.routes)
+    for module in (environment_variables, records, syncs, actions):
         app.add_routes(module.routes)
     websockets.install(app, gateway.websockets_path)
     return app

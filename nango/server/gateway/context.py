@@ -9,6 +9,7 @@ from aiohttp import web
 
 from nango.kv import KVStore
 from nango.providers import CatalogRef
+from nango.server.actions import ActionService
 from nango.server.auth.direct import DirectAuth
 from nango.server.auth.flows import FlowFinisher
 from nango.server.auth.oauth2_flow import OAuthFlows
@@ -18,6 +19,8 @@ from nango.server.environments import EnvironmentService
 from nango.server.functions import FunctionService
 from nango.server.integrations import IntegrationService
 from nango.server.proxy import ProxyService
+from nango.server.records import RecordService
+from nango.server.sync_control import SyncControl
 
 
 @dataclass
@@ -37,6 +40,9 @@ class Gateway:
     oauth: OAuthFlows
     direct_auth: DirectAuth
     proxy: ProxyService
+    records: RecordService
+    sync_control: SyncControl
+    actions: ActionService
     # 0 disables the public API rate limiter
     rate_limit_per_minute: int = 200
 

@@ -301,10 +301,13 @@ class SyncJob(_message.Message):
     STARTED_AT_FIELD_NUMBER: _builtins.int
     ENDED_AT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    TASK_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     sync_id: _builtins.str
     type: Global___SyncJobType.ValueType
     status: Global___SyncJobStatus.ValueType
+    task_id: _builtins.str
+    """The orchestrator task that ran it."""
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelResult]: ...
     @_builtins.property
@@ -324,10 +327,11 @@ class SyncJob(_message.Message):
         started_at: _timestamp_pb2.Timestamp | None = ...,
         ended_at: _timestamp_pb2.Timestamp | None = ...,
         error: Global___FunctionError | None = ...,
+        task_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ended_at", b"ended_at", "error", b"error", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ended_at", b"ended_at", "error", b"error", "id", b"id", "results", b"results", "started_at", b"started_at", "status", b"status", "sync_id", b"sync_id", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ended_at", b"ended_at", "error", b"error", "id", b"id", "results", b"results", "started_at", b"started_at", "status", b"status", "sync_id", b"sync_id", "task_id", b"task_id", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -635,6 +635,7 @@ class WebhookSettings(_message.Message):
     ON_SYNC_COMPLETION_ALWAYS_FIELD_NUMBER: _builtins.int
     ON_ASYNC_ACTION_COMPLETION_FIELD_NUMBER: _builtins.int
     SIGNING_KEY_FIELD_NUMBER: _builtins.int
+    ENVIRONMENT_NAME_FIELD_NUMBER: _builtins.int
     primary_url: _builtins.str
     secondary_url: _builtins.str
     on_auth_creation: _builtins.bool
@@ -643,6 +644,7 @@ class WebhookSettings(_message.Message):
     on_sync_completion_always: _builtins.bool
     on_async_action_completion: _builtins.bool
     signing_key: _builtins.str
+    environment_name: _builtins.str
     def __init__(
         self,
         *,
@@ -654,10 +656,11 @@ class WebhookSettings(_message.Message):
         on_sync_completion_always: _builtins.bool = ...,
         on_async_action_completion: _builtins.bool = ...,
         signing_key: _builtins.str = ...,
+        environment_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["on_async_action_completion", b"on_async_action_completion", "on_auth_creation", b"on_auth_creation", "on_auth_refresh_error", b"on_auth_refresh_error", "on_sync_completion_always", b"on_sync_completion_always", "on_sync_error", b"on_sync_error", "primary_url", b"primary_url", "secondary_url", b"secondary_url", "signing_key", b"signing_key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["environment_name", b"environment_name", "on_async_action_completion", b"on_async_action_completion", "on_auth_creation", b"on_auth_creation", "on_auth_refresh_error", b"on_auth_refresh_error", "on_sync_completion_always", b"on_sync_completion_always", "on_sync_error", b"on_sync_error", "primary_url", b"primary_url", "secondary_url", b"secondary_url", "signing_key", b"signing_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
