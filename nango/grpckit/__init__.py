@@ -59,6 +59,14 @@ _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
 ]
+# Servers close each connection after a few minutes (in-flight calls, long polls included, get a
+# minute to finish), so clients behind a connection-balancing Service reconnect and spread over
+# replicas that were added since.
+_SERVER_OPTIONS = [
+    *_CHANNEL_OPTIONS,
+    ("grpc.max_connection_age_ms", 5 * 60 * 1000),
+    ("grpc.max_connection_age_grace_ms", 60 * 1000),
+]
 
 
 def grpc_status(error: NangoError) -> grpc.StatusCode:
@@ -307,7 +315,7 @@ async def start_server(
             aio_server_interceptor(),  # type: ignore[no-untyped-call]
             ErrorInterceptor(),
         ],
-        options=_CHANNEL_OPTIONS,
+        options=_SERVER_OPTIONS,
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -207,6 +207,7 @@ def _task_spec_pb(spec: TaskSpec) -> pb.TaskSpec:
         timeouts=_timeouts_pb(spec.timeouts),
         owner_key=spec.owner_key,
         args_json=json_bytes(dict(spec.args)),
+        idempotency_key=spec.idempotency_key,
     )
     if spec.starts_after is not None:
         message.starts_after.CopyFrom(_timestamp_pb(spec.starts_after))

@@ -39,6 +39,8 @@ class TaskSpec:
     owner_key: str = ""
     # not runnable before this instant; None means now
     starts_after: datetime | None = None
+    # a second create with the same key returns the first task (its id is derived from the key)
+    idempotency_key: str = ""
 
 
 @dataclass(frozen=True)

@@ -310,6 +310,7 @@ def _task_spec(message: pb.TaskSpec, field: str) -> TaskSpec:
         starts_after=_timestamp(message.starts_after, f"{field}.starts_after")
         if message.HasField("starts_after")
         else None,
+        idempotency_key=_bounded(message.idempotency_key, f"{field}.idempotency_key", MAX_NAME_LENGTH),
     )
 
 

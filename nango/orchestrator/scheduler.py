@@ -340,9 +340,13 @@ def _terminated(task: Task) -> bool:
     return task.terminated
 
 
+# the namespace of ids derived from idempotency keys
+_IDEMPOTENT_IDS = uuid.UUID("6f1c2d4e-8a3b-5c7d-9e0f-1a2b3c4d5e6f")
+
+
 def _new_task(spec: TaskSpec) -> NewTask:
     return NewTask(
-        id=uuid.uuid4(),
+        id=uuid.uuid5(_IDEMPOTENT_IDS, spec.idempotency_key) if spec.idempotency_key else uuid.uuid4(),
         name=spec.name,
         args=spec.args,
         group=spec.group,

@@ -176,7 +176,8 @@ class Store:
     # tasks
 
     async def insert_tasks(self, conn: Any, rows: Sequence[NewTask]) -> list[Task]:
-        """Insert CREATED tasks; returned in the order given."""
+        """Insert CREATED tasks; returned in the order given. A row whose id exists already (an
+        idempotent re-send) is not inserted again: the existing task is returned in its place."""
         if not rows:
             return []
         records = await conn.fetch(
@@ -192,6 +193,7 @@ class Store:
                      AS v(id, name, payload, group_key, max_concurrency, retry_max, retry_count, retry_key,
                           owner_key, schedule_id, starts_after, cts, stc, hb, position)
                 ORDER BY v.position
+                ON CONFLICT (id) DO NOTHING
                 RETURNING {_TASK}""",
             [r.id for r in rows],
             [r.name for r in rows],
@@ -209,7 +211,16 @@ class Store:
             [r.timeouts.heartbeat for r in rows],
             _CREATED,
         )
-        return _in_order([_task(r) for r in records], [str(r.id) for r in rows])
+        tasks = [_task(r) for r in records]
+        ids = [str(r.id) for r in rows]
+        if len(tasks) < len(set(ids)):
+            inserted = {t.id for t in tasks}
+            existing = await conn.fetch(
+                f"SELECT {_TASK} FROM tasks WHERE id = ANY($1::uuid[])", [i for i in set(ids) if i not in inserted]
+            )
+            tasks += [_task(r) for r in existing]
+        by_id = {t.id: t for t in tasks}
+        return [by_id[i] for i in ids]
 
     async def get_task(self, conn: Any, task_id: str) -> Task | None:
         record = await conn.fetchrow(f"SELECT {_TASK} FROM tasks WHERE id = $1", task_id)

@@ -215,6 +215,26 @@ async def test_batch_creation_keeps_order_and_dequeue_serves_oldest_first(orch: 
     assert await orch.dequeue(group, limit=3) == []
 
 
+async def test_a_resent_idempotency_key_returns_the_first_task(replicas: tuple[Replica, Replica]) -> None:
+    a, b = replicas
+    group, key = new_group(), f"outbox:{uuid.uuid4()}"
+    (first,) = await a.client.create_tasks([spec(group, name="once", idempotency_key=key)])
+    # a re-send after a crash, on another replica, together with a new task
+    again, other = await b.client.create_tasks(
+        [spec(group, name="once", idempotency_key=key), spec(group, name="new", idempotency_key=f"{key}:2")]
+    )
+    assert again.id == first.id
+    assert other.id != first.id
+    started = await a.client.dequeue(group, limit=10)
+    assert sorted(t.name for t in started) == ["new", "once"]
+    # once it ran, the same key still names that task rather than a new run
+    await a.client.succeed(first.id, {"ok": True})
+    (after,) = await b.client.create_tasks([spec(group, name="once", idempotency_key=key)])
+    assert after.id == first.id
+    assert after.state.value == "SUCCEEDED"
+    assert await a.client.dequeue(group, limit=10) == []
+
+
 async def test_tasks_are_not_runnable_before_starts_after(orch: OrchestratorClient) -> None:
     group = new_group()
     later = datetime.now(UTC) + timedelta(seconds=1)

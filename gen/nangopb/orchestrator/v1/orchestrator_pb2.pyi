@@ -132,12 +132,17 @@ class TaskSpec(_message.Message):
     OWNER_KEY_FIELD_NUMBER: _builtins.int
     STARTS_AFTER_FIELD_NUMBER: _builtins.int
     ARGS_JSON_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     retry_max: _builtins.int
     owner_key: _builtins.str
     """Who may read the task's output through its retry key (e.g. "environment:42")."""
     args_json: _builtins.bytes
     """JSON object describing the work; its "type" field names the kind of task."""
+    idempotency_key: _builtins.str
+    """When set, the task's id is derived from it: creating a task again with the same key returns the
+    task created the first time instead of a second one (safe re-sends after a crash).
+    """
     @_builtins.property
     def group(self) -> Global___TaskGroup: ...
     @_builtins.property
@@ -156,10 +161,11 @@ class TaskSpec(_message.Message):
         owner_key: _builtins.str = ...,
         starts_after: _timestamp_pb2.Timestamp | None = ...,
         args_json: _builtins.bytes = ...,
+        idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "starts_after", b"starts_after", "timeouts", b"timeouts"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args_json", b"args_json", "group", b"group", "name", b"name", "owner_key", b"owner_key", "retry_max", b"retry_max", "starts_after", b"starts_after", "timeouts", b"timeouts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args_json", b"args_json", "group", b"group", "idempotency_key", b"idempotency_key", "name", b"name", "owner_key", b"owner_key", "retry_max", b"retry_max", "starts_after", b"starts_after", "timeouts", b"timeouts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
