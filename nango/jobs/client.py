@@ -19,6 +19,7 @@ from nango.jobs.errors import UnknownTask
 from nango.jobs.models import (
     FunctionFailure,
     ModelResult,
+    OutgoingWebhook,
     SyncJob,
     SyncJobStatus,
     SyncJobType,
@@ -128,6 +129,33 @@ def sync_job_from_pb(pb: jobs_pb2.SyncJob) -> SyncJob:
     )
 
 
+def webhook_to_pb(webhook: OutgoingWebhook) -> jobs_pb2.OutgoingWebhook:
+    return jobs_pb2.OutgoingWebhook(
+        event_id=webhook.event_id,
+        environment_id=webhook.environment_id,
+        type=webhook.type,
+        body_json=json.dumps(webhook.body, separators=(",", ":"), ensure_ascii=False).encode(),
+        urls=list(webhook.urls),
+        headers=dict(webhook.headers),
+        connection_id=webhook.connection_id,
+        provider_config_key=webhook.provider_config_key,
+    )
+
+
+def webhook_from_pb(pb: jobs_pb2.OutgoingWebhook) -> OutgoingWebhook:
+    """Raises ValueError when body_json is not JSON."""
+    return OutgoingWebhook(
+        event_id=pb.event_id,
+        environment_id=pb.environment_id,
+        type=pb.type,
+        body=json.loads(pb.body_json) if pb.body_json else None,
+        urls=tuple(pb.urls),
+        headers=dict(pb.headers),
+        connection_id=pb.connection_id,
+        provider_config_key=pb.provider_config_key,
+    )
+
+
 class JobsClient:
     """One channel to jobs; every call times out after `timeout` seconds."""
 
@@ -169,11 +197,18 @@ class JobsClient:
         reply = await invoke(SERVICE, self._stub.ListSyncJobs(request, timeout=self._timeout))
         return [sync_job_from_pb(job) for job in reply.jobs]
 
+    async def enqueue_webhooks(self, webhooks: Sequence[OutgoingWebhook]) -> None:
+        """Hand outgoing webhooks to jobs, which delivers them at least once. Returns once they are stored;
+        sending the same (event_id, url) again stores nothing (safe to repeat after a failure)."""
+        request = jobs_pb2.EnqueueWebhooksRequest(webhooks=[webhook_to_pb(w) for w in webhooks])
+        await invoke(SERVICE, self._stub.EnqueueWebhooks(request, timeout=self._timeout))
+
 
 __all__ = [
     "FunctionFailure",
     "JobsClient",
     "ModelResult",
+    "OutgoingWebhook",
     "SyncJob",
     "SyncJobStatus",
     "SyncJobType",
@@ -186,4 +221,6 @@ __all__ = [
     "failure_to_pb",
     "sync_job_from_pb",
     "sync_job_to_pb",
+    "webhook_from_pb",
+    "webhook_to_pb",
 ]

@@ -3,14 +3,12 @@ learn that a task ended. Jobs publishes one per task once its result is applied.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from nango.jobs.args import TaskArgs
 from nango.jobs.models import FunctionFailure, SyncJob
-
-log = logging.getLogger(__name__)
+from nango.orchestrator.client import Task
 
 
 @dataclass(frozen=True)
@@ -22,6 +20,8 @@ class TaskEnded:
     error: FunctionFailure | None = None
     # syncs and webhook runs: the job as it ended, with its status and per-model counts
     sync_job: SyncJob | None = None
+    # the orchestrator task as it ended (its retry key, whether a retry follows); None when forgotten
+    ended: Task | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -35,21 +35,4 @@ class CompletionPublisher(Protocol):
     async def publish(self, event: TaskEnded) -> None: ...
 
 
-class LogPublisher:
-    """Until outgoing webhooks subscribe: one log line per ended task."""
-
-    async def publish(self, event: TaskEnded) -> None:
-        log.info(
-            "task ended",
-            extra={
-                "task_id": event.task_id,
-                "type": event.args.kind.value,
-                "function": event.args.function,
-                "succeeded": event.succeeded,
-                "error_type": event.error.type if event.error is not None else None,
-                "sync_job_id": event.sync_job.id if event.sync_job is not None else None,
-            },
-        )
-
-
-__all__ = ["CompletionPublisher", "LogPublisher", "TaskEnded"]
+__all__ = ["CompletionPublisher", "TaskEnded"]

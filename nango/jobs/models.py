@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -79,9 +79,32 @@ class SyncJob:
     error: FunctionFailure | None = None
 
 
+WEBHOOK_TYPES = frozenset({"auth", "sync", "forward", "async_action"})
+
+
+@dataclass(frozen=True)
+class OutgoingWebhook:
+    """One event for the customer, to POST to each of `urls` (docs/webhooks.md). Receivers de-duplicate by
+    `event_id`, sent as X-Nango-Delivery-Id; enqueueing the same (event_id, url) again stores nothing."""
+
+    event_id: str
+    environment_id: int
+    # "auth", "sync", "forward" or "async_action"
+    type: str
+    # the payload (§7 of the reference); sent stable-stringified and signed
+    body: Any
+    urls: tuple[str, ...]
+    # forwarded provider headers (forward only)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    connection_id: str = ""
+    provider_config_key: str = ""
+
+
 __all__ = [
+    "WEBHOOK_TYPES",
     "FunctionFailure",
     "ModelResult",
+    "OutgoingWebhook",
     "SyncJob",
     "SyncJobStatus",
     "SyncJobType",

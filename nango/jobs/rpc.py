@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 
 import grpc
 
 from nango.errors import InvalidRequest
-from nango.jobs.client import completion_from_pb, sync_job_to_pb
+from nango.jobs.client import completion_from_pb, sync_job_to_pb, webhook_from_pb
 from nango.jobs.heartbeats import HeartbeatRelay
 from nango.jobs.settle import Settler
 from nango.jobs.store import JobsStore
+from nango.jobs.webhooks.store import DeliveryStore
 from nangopb.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -19,6 +21,7 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = "nangopb.jobs.v1.JobsService"
 MAX_SYNC_IDS = 1000
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
+MAX_WEBHOOKS = 1000
 
 
 def _uuid(value: str, field: str) -> str:
@@ -37,10 +40,20 @@ def _limit(value: int) -> int:
 
 
 class JobsServicer(jobs_pb2_grpc.JobsServiceServicer):
-    def __init__(self, relay: HeartbeatRelay, settler: Settler, store: JobsStore) -> None:
+    def __init__(
+        self,
+        relay: HeartbeatRelay,
+        settler: Settler,
+        store: JobsStore,
+        deliveries: DeliveryStore,
+        *,
+        on_enqueued: Callable[[], None] | None = None,
+    ) -> None:
         self.relay = relay
         self.settler = settler
         self.store = store
+        self.deliveries = deliveries
+        self.on_enqueued = on_enqueued
         self._runners: set[str] = set()
 
     async def HeartbeatTask(
@@ -84,6 +97,22 @@ class JobsServicer(jobs_pb2_grpc.JobsServiceServicer):
         limit = (len(sync_ids) or 1) if request.latest_only and request.limit == 0 else _limit(request.limit)
         jobs = await self.store.list_sync_jobs(sync_ids, latest_only=request.latest_only, limit=limit)
         return jobs_pb2.ListSyncJobsResponse(jobs=[sync_job_to_pb(job) for job in jobs])
+
+    async def EnqueueWebhooks(
+        self, request: jobs_pb2.EnqueueWebhooksRequest, context: grpc.aio.ServicerContext
+    ) -> jobs_pb2.EnqueueWebhooksResponse:
+        if len(request.webhooks) > MAX_WEBHOOKS:
+            raise InvalidRequest(f"webhooks takes at most {MAX_WEBHOOKS} events")
+        webhooks = []
+        for index, pb in enumerate(request.webhooks):
+            try:
+                webhooks.append(webhook_from_pb(pb))
+            except ValueError:
+                raise InvalidRequest(f"webhooks[{index}].body_json is not valid JSON") from None
+        # answered only once committed: the caller may forget the events after this
+        if await self.deliveries.enqueue(webhooks) and self.on_enqueued is not None:
+            self.on_enqueued()
+        return jobs_pb2.EnqueueWebhooksResponse()
 
 
 __all__ = ["SERVICE_NAME", "JobsServicer"]

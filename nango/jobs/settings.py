@@ -7,7 +7,18 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
-from nango.config import DatabaseSettings, Port, ProcessSettings, SchemaName, ServiceUrls
+from nango.config import (
+    DatabaseSettings,
+    LogsSettings,
+    Port,
+    ProcessSettings,
+    RedisSettings,
+    SchemaName,
+    ServiceUrls,
+    Settings,
+)
+from nango.jobs.webhooks.config import DeliveryConfig
+from nango.outbound import OutboundSettings
 
 
 class JobsDatabaseSettings(DatabaseSettings):
@@ -40,7 +51,64 @@ DEFAULT_PROCESSOR_CONFIG = (
 )
 
 
-class JobsSettings(ProcessSettings, JobsDatabaseSettings, ServiceUrls):
+class WebhookDeliverySettings(Settings):
+    """Outgoing webhooks (docs/webhooks.md "Sending"): Nango's names where Nango has one."""
+
+    webhook_timeout_ms: int = Field(20_000, ge=100, le=600_000, validation_alias="NANGO_WEBHOOK_TIMEOUT_MS")
+    # attempts of one delivery before it fails for good (Nango: 2; here a receiver may be down ~25 min)
+    webhook_retry_attempts: int = Field(20, ge=1, le=100, validation_alias="NANGO_WEBHOOK_RETRY_ATTEMPTS")
+    webhook_retry_max_delay_seconds: float = Field(
+        900, ge=0, le=86_400, validation_alias="NANGO_WEBHOOK_RETRY_MAX_DELAY_SECONDS"
+    )
+    # the first retry waits this long, each next one twice as long (Nango's 3 s)
+    webhook_retry_base_ms: int = Field(3_000, ge=1, le=3_600_000, validation_alias="NANGO_WEBHOOK_RETRY_BASE_MS")
+    # deliveries in flight at once in one jobs process, and how many rows one claim takes
+    webhook_concurrency: int = Field(64, ge=1, le=10_000, validation_alias="NANGO_WEBHOOK_CONCURRENCY")
+    webhook_batch_size: int = Field(100, ge=1, le=10_000, validation_alias="NANGO_WEBHOOK_BATCH_SIZE")
+    # how often an idle loop looks for due rows (an enqueue on the same replica wakes it at once)
+    webhook_poll_ms: int = Field(500, ge=10, le=60_000, validation_alias="NANGO_WEBHOOK_POLL_MS")
+    # circuit breaker per URL: open after this many failures within the window, probe after the cool-down
+    webhook_circuit_failures: int = Field(5, ge=1, le=10_000, validation_alias="NANGO_WEBHOOK_CIRCUIT_FAILURES")
+    webhook_circuit_window_seconds: float = Field(
+        10, gt=0, le=3_600, validation_alias="NANGO_WEBHOOK_CIRCUIT_WINDOW_SECONDS"
+    )
+    webhook_circuit_cooldown_seconds: float = Field(
+        60, gt=0, le=86_400, validation_alias="NANGO_WEBHOOK_CIRCUIT_COOLDOWN_SECONDS"
+    )
+    # delivered rows are kept this long (duplicates enqueued meanwhile are recognised), failed ones longer
+    webhook_delivered_retention_minutes: int = Field(
+        60, ge=0, le=525_600, validation_alias="NANGO_WEBHOOK_DELIVERED_RETENTION_MINUTES"
+    )
+    webhook_failed_retention_days: int = Field(
+        7, ge=0, le=3_650, validation_alias="NANGO_WEBHOOK_FAILED_RETENTION_DAYS"
+    )
+
+    def delivery_config(self) -> DeliveryConfig:
+        return DeliveryConfig(
+            timeout=timedelta(milliseconds=self.webhook_timeout_ms),
+            attempts=self.webhook_retry_attempts,
+            retry_base=timedelta(milliseconds=self.webhook_retry_base_ms),
+            retry_max_delay=timedelta(seconds=self.webhook_retry_max_delay_seconds),
+            concurrency=self.webhook_concurrency,
+            batch_size=self.webhook_batch_size,
+            poll=timedelta(milliseconds=self.webhook_poll_ms),
+            circuit_failures=self.webhook_circuit_failures,
+            circuit_window=timedelta(seconds=self.webhook_circuit_window_seconds),
+            circuit_cooldown=timedelta(seconds=self.webhook_circuit_cooldown_seconds),
+            delivered_retention=timedelta(minutes=self.webhook_delivered_retention_minutes),
+            failed_retention=timedelta(days=self.webhook_failed_retention_days),
+        )
+
+
+class JobsSettings(
+    ProcessSettings,
+    JobsDatabaseSettings,
+    ServiceUrls,
+    RedisSettings,
+    LogsSettings,
+    OutboundSettings,
+    WebhookDeliverySettings,
+):
     port: Port = Field(3005, validation_alias="NANGO_JOBS_PORT")
     # JSON: [{"groupKeyPattern": "sync:*", "maxConcurrency": 8}, ...], one dequeue loop each
     processor_config: Annotated[tuple[ProcessorLoop, ...], NoDecode] = Field(

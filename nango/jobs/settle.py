@@ -87,7 +87,9 @@ class Settler:
                     success=sync_job.status is SyncJobStatus.SUCCESS,
                     started_at=sync_job.started_at,
                 )
-        await self.publisher.publish(TaskEnded(task.task_id, task.args, completion.output, completion.error, sync_job))
+        await self.publisher.publish(
+            TaskEnded(task.task_id, task.args, completion.output, completion.error, sync_job, ended)
+        )
         await self.store.mark_settled(task.task_id)
         self.wake([task.task_id])
 

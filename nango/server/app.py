@@ -45,10 +45,16 @@ from nango.server.rpc import SERVICE_NAME, TASK_METHODS, ServerServicer
 from nango.server.settings import ServerSettings
 from nango.server.store import ConnectionStore, EnvironmentStore, IntegrationStore
 from nango.server.store.functions import FunctionStore
+from nango.server.store.incoming_webhooks import IncomingWebhookStore
 from nango.server.store.oauth_sessions import OAuthSessionStore
 from nango.server.store.sessions import SessionStore
+from nango.server.store.webhooks import OutboxStore, WebhookSettingsStore
 from nango.server.sync_control import SyncControl
 from nango.server.syncs import SyncScheduler
+from nango.server.webhooks.auth import AuthWebhooks
+from nango.server.webhooks.incoming import IncomingWebhooks
+from nango.server.webhooks.outbox import OutboxRelay, WebhookOutbox
+from nango.server.webhooks.settings import WebhookSettingsService
 from nangopb.server.v1 import server_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -94,12 +100,17 @@ async def run(settings: ServerSettings, stop: asyncio.Event) -> None:
 
         await check_keys(pool, keyring)
         environments = EnvironmentService(EnvironmentStore(pool), keyring)
+        webhook_settings = WebhookSettingsService(WebhookSettingsStore(pool), keyring)
+        environments.creation_hooks.append(webhook_settings.create_for)
         await environments.bootstrap(
             {
                 "dev": settings.secret_key_dev.get_secret_value() if settings.secret_key_dev else None,
                 "prod": settings.secret_key_prod.get_secret_value() if settings.secret_key_prod else None,
             }
         )
+        # environments from before webhook settings existed get their signing key now
+        await webhook_settings.ensure_all()
+        outbox = WebhookOutbox(OutboxStore(pool))
         integrations = IntegrationService(IntegrationStore(pool), keyring, providers)
         oauth2 = OAuth2Client(http)
         direct_auth = DirectAuth.over(http)
@@ -111,6 +122,7 @@ async def run(settings: ServerSettings, stop: asyncio.Event) -> None:
             Refresher(oauth2, direct_auth.minters),
             oplog,
             cache_seconds=settings.proxy_connection_cache_ms / 1000,
+            auth_webhooks=AuthWebhooks(webhook_settings, outbox),
         )
         token = settings.internal_token.get_secret_value()
         blobs = open_blob_store(settings, data_dir)
@@ -129,6 +141,16 @@ async def run(settings: ServerSettings, stop: asyncio.Event) -> None:
             runner_client,
         )
         connections.listeners.append(functions)
+        incoming_webhooks = IncomingWebhooks(
+            IncomingWebhookStore(pool),
+            integrations,
+            providers,
+            webhook_settings,
+            outbox,
+            cache_seconds=settings.webhook_lookup_cache_ms / 1000,
+        )
+        connections.listeners.append(incoming_webhooks)
+        stack.push_async_callback(incoming_webhooks.close)
         persist = PersistClient(settings.persist_url, token)
         stack.push_async_callback(persist.close)
         jobs = JobsClient(settings.jobs_url, token, timeout=5.0)
@@ -179,9 +201,16 @@ async def run(settings: ServerSettings, stop: asyncio.Event) -> None:
             records=RecordService(connections.store, persist),
             sync_control=SyncControl(functions, orchestrator, persist, jobs),
             actions=actions,
+            webhook_settings=webhook_settings,
+            webhook_url_policy=settings.outbound_policy(),
+            incoming_webhooks=incoming_webhooks,
+            webhook_max_body_bytes=settings.webhook_max_body_bytes,
+            webhook_ingress_rate_limit_per_minute=(
+                settings.webhook_ingress_rate_limit_per_min if settings.webhook_ingress_rate_limit_enforce else 0
+            ),
             rate_limit_per_minute=settings.rate_limit_per_minute if settings.rate_limit_enabled else 0,
         )
-        daemons = [
+        daemons: list[ConnectionKeepAlive | Housekeeping | OutboxRelay] = [
             ConnectionKeepAlive(
                 connections,
                 kv,
@@ -194,6 +223,7 @@ async def run(settings: ServerSettings, stop: asyncio.Event) -> None:
                 every_seconds=settings.delete_old_data_every_min * 60,
                 connections_max_days=settings.delete_old_connections_max_days,
             ),
+            OutboxRelay(outbox, pool, jobs, orchestrator),
         ]
         for daemon in daemons:
             daemon.start()
@@ -207,8 +237,9 @@ async def run(settings: ServerSettings, stop: asyncio.Event) -> None:
             )
             stack.push_async_callback(connect_ui_runner.cleanup)
 
-        # RPCs not served yet answer UNIMPLEMENTED (the base servicer's methods); see rpc.py
-        servicer = ServerServicer(environments, integrations, connections, functions, actions)  # type: ignore[abstract]
+        servicer = ServerServicer(
+            environments, integrations, connections, functions, actions, webhook_settings=webhook_settings
+        )
         grpc_server = await start_server(
             [ServiceBinding(SERVICE_NAME, servicer, server_pb2_grpc.add_ServerServiceServicer_to_server)],
             host=settings.bind_host,

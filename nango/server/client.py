@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -91,6 +91,26 @@ class SyncRunContext:
     function: FunctionConfig
     connection: ConnectionInfo
     environment_name: str
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """An environment's outgoing-webhook settings, as one connection sees them when asked for one
+    (its `webhook_url_override` already in `primary_url`, `secondary_url` then empty)."""
+
+    environment_name: str
+    primary_url: str
+    secondary_url: str
+    on_auth_creation: bool
+    on_auth_refresh_error: bool
+    on_sync_error: bool
+    on_sync_completion_always: bool
+    on_async_action_completion: bool
+    signing_key: str = field(repr=False)
+
+    def destinations(self) -> tuple[str, ...]:
+        """Where every webhook goes: the URLs that are set, each once."""
+        return tuple(dict.fromkeys(url for url in (self.primary_url, self.secondary_url) if url))
 
 
 def _function(pb: server_pb2.FunctionConfig) -> FunctionConfig:
@@ -240,3 +260,22 @@ class ServerClient:
         request = server_pb2.TriggerActionRequest(connection=ref, action_name=action_name, input_json=json_bytes(input))
         reply = await invoke("server", self._stub.TriggerAction(request, timeout=17 * 60))
         return json_value(reply.output_json)
+
+    async def get_webhook_settings(self, environment_id: int, nango_connection_id: int = 0) -> WebhookSettings:
+        """The environment's webhook settings and signing key; with a connection, its URL override applied
+        (NotFound when the environment or the connection does not exist)."""
+        request = server_pb2.GetWebhookSettingsRequest(
+            environment_id=environment_id, nango_connection_id=nango_connection_id
+        )
+        pb = (await invoke("server", self._stub.GetWebhookSettings(request, timeout=10))).settings
+        return WebhookSettings(
+            environment_name=pb.environment_name,
+            primary_url=pb.primary_url,
+            secondary_url=pb.secondary_url,
+            on_auth_creation=pb.on_auth_creation,
+            on_auth_refresh_error=pb.on_auth_refresh_error,
+            on_sync_error=pb.on_sync_error,
+            on_sync_completion_always=pb.on_sync_completion_always,
+            on_async_action_completion=pb.on_async_action_completion,
+            signing_key=pb.signing_key,
+        )

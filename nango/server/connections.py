@@ -27,6 +27,8 @@ from nango.server.errors import (
 from nango.server.integrations import Integration, IntegrationService
 from nango.server.refresh import Refresher, buffer
 from nango.server.store.connections import ConnectionFilter, ConnectionRow, ConnectionStore, EndUserValues
+from nango.server.webhooks.auth import AuthError, AuthWebhooks
+from nango.server.webhooks.settings import WebhookSettings
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,7 @@ class ConnectionService:
         oplog: OperationsLog,
         *,
         cache_seconds: float = 0.0,
+        auth_webhooks: AuthWebhooks | None = None,
     ) -> None:
         self.store = store
         self.integrations = integrations
@@ -98,6 +101,8 @@ class ConnectionService:
         self.cache = CredentialCache(cache_seconds)
         # what must follow a connection's creation or deletion (e.g. its syncs' schedules)
         self.listeners: list[ConnectionListener] = []
+        # creation, override and refresh failure announced in the transaction that stores them
+        self.auth_webhooks = auth_webhooks
 
     def _seal(self, row_uuid: str, credentials: dict[str, Any]) -> str:
         return self.keyring.seal(
@@ -124,8 +129,18 @@ class ConnectionService:
             raise UnknownConnection()
         return found
 
+    async def _webhook_settings(self, environment_id: int) -> WebhookSettings | None:
+        return await self.auth_webhooks.settings.get(environment_id) if self.auth_webhooks else None
+
     async def save(self, new: NewConnection) -> tuple[Connection, bool]:
-        """Create the connection, or override the live one with the same id. Returns (connection, created)."""
+        """Create the connection, or override the live one with the same id. Returns (connection, created).
+        The auth webhook (`creation` or `override`) is written in the same transaction."""
+        settings = await self._webhook_settings(new.integration.environment_id)
+
+        async def announce(conn: Any, row: ConnectionRow, created: bool) -> None:
+            if self.auth_webhooks is not None and settings is not None:
+                await self.auth_webhooks.connection_saved(conn, row, created, settings)
+
         row, created = await self.store.upsert(
             row_uuid=str(uuid.uuid4()),
             environment_id=new.integration.environment_id,
@@ -140,6 +155,7 @@ class ConnectionService:
             tags=new.tags,
             end_user=new.end_user,
             webhook_url_override=new.webhook_url_override,
+            in_transaction=announce,
         )
         self.cache.forget((new.integration.environment_id, new.integration.unique_key, new.connection_id))
         connection = self.open(row)
@@ -232,7 +248,9 @@ class ConnectionService:
             )
         except TokenRequestFailed as exc:
             operation.fail({"type": exc.error_type, "description": exc.description})
-            row = await self.store.record_refresh_failure(connection.id, operation.id, EXHAUSTED_AFTER_DAYS)
+            row = await self._record_refresh_failure(
+                connection, operation.id, AuthError(exc.error_type, exc.description)
+            )
             log.info(
                 "credential refresh failed",
                 extra={
@@ -247,7 +265,7 @@ class ConnectionService:
             ) from None
         except creds.TokenResponseError as exc:
             operation.fail({"type": "invalid_token_response", "description": str(exc)})
-            await self.store.record_refresh_failure(connection.id, operation.id, EXHAUSTED_AFTER_DAYS)
+            await self._record_refresh_failure(connection, operation.id, AuthError("invalid_token_response", str(exc)))
             raise InvalidCredentials(f"The credentials could not be refreshed: {exc}") from None
         await self.store.store_refreshed(
             connection.id,
@@ -261,6 +279,20 @@ class ConnectionService:
         if row is None:
             raise UnknownConnection()
         return self.open(row)
+
+    async def _record_refresh_failure(
+        self, connection: Connection, log_id: str, error: AuthError
+    ) -> ConnectionRow | None:
+        """Count the failure; the `refresh` auth webhook is written in the same transaction."""
+        settings = await self._webhook_settings(connection.row.environment_id)
+
+        async def announce(conn: Any, row: ConnectionRow) -> None:
+            if self.auth_webhooks is not None and settings is not None:
+                await self.auth_webhooks.refresh_failed(conn, row, error, settings)
+
+        return await self.store.record_refresh_failure(
+            connection.id, log_id, EXHAUSTED_AFTER_DAYS, in_transaction=announce
+        )
 
     async def set_metadata(
         self,

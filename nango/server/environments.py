@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from nango.crypto import Keyring, sha256_hex
 from nango.errors import InvalidSecretKeyFormat, UnknownAccount
@@ -46,6 +48,8 @@ class EnvironmentService:
         self.keyring = keyring
         self._by_hash: dict[str, tuple[float, Environment]] = {}
         self._by_id: dict[int, Environment] = {}
+        # what every new environment gets in the transaction that creates it: (environment id, conn)
+        self.creation_hooks: list[Callable[[int, Any], Awaitable[None]]] = []
 
     def _seal_key(self, env_uuid: str, secret_key: str) -> str:
         return self.keyring.seal(secret_key, aad=sealing.environment_secret_key(env_uuid))
@@ -67,7 +71,7 @@ class EnvironmentService:
                 if row is None:
                     key = wanted or str(uuid.uuid4())
                     env_uuid = str(uuid.uuid4())
-                    await self.store.insert_environment(
+                    created = await self.store.insert_environment(
                         conn,
                         account_id=account_id,
                         env_uuid=env_uuid,
@@ -76,6 +80,8 @@ class EnvironmentService:
                         secret_key_sealed=self._seal_key(env_uuid, key),
                         is_production=name == "prod",
                     )
+                    for hook in self.creation_hooks:
+                        await hook(created.id, conn)
                     log.info("environment created", extra={"environment": name})
                 elif wanted and sha256_hex(wanted) != row.secret_key_hash:
                     await self.store.replace_secret_key(

@@ -63,3 +63,17 @@ class InvalidPublicKey(Unauthenticated):
 class DeprecatedAuthentication(Unauthenticated):
     code = "deprecated_authentication"
     default_message = "Public key authentication is deprecated; use a connect session token"
+
+
+class UnknownEnvironment(NotFound):
+    code = "unknown_environment"
+    default_message = "Environment does not exist"
+
+
+class WebhookUrlDenied(NangoError):
+    """A webhook URL the outbound URL policy refuses (a private, loopback or metadata address, a denied host)."""
+
+    code = "webhook_url_denied"
+    http_status = 400
+    rpc_status = RpcStatus.INVALID_ARGUMENT
+    default_message = "The outbound URL policy does not allow this webhook URL"

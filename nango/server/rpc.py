@@ -18,10 +18,12 @@ from nango.grpckit import json_bytes, json_value, require_scope
 from nango.server.actions import ActionService
 from nango.server.connections import Connection, ConnectionService
 from nango.server.environments import EnvironmentService
+from nango.server.errors import UnknownConnection, UnknownEnvironment
 from nango.server.functions import FunctionService
 from nango.server.integrations import IntegrationService
 from nango.server.store.connections import EndUserRow
 from nango.server.store.functions import FunctionRow
+from nango.server.webhooks.settings import WebhookSettingsService
 from nangopb.common.v1 import common_pb2
 from nangopb.server.v1 import server_pb2, server_pb2_grpc
 
@@ -92,8 +94,11 @@ class ServerServicer(server_pb2_grpc.ServerServiceServicer):
         connections: ConnectionService,
         functions: FunctionService,
         actions: ActionService,
+        *,
+        webhook_settings: WebhookSettingsService,
     ) -> None:
         self.environments = environments
+        self.webhook_settings = webhook_settings
         self.integrations = integrations
         self.connections = connections
         self.functions = functions
@@ -214,6 +219,35 @@ class ServerServicer(server_pb2_grpc.ServerServiceServicer):
         if request.success and request.HasField("started_at"):
             await self.functions.store.record_sync_run(sync_id, request.started_at.ToDatetime(tzinfo=UTC))
         return server_pb2.RecordSyncRunResponse()
+
+    async def GetWebhookSettings(
+        self, request: server_pb2.GetWebhookSettingsRequest, context: grpc.aio.ServicerContext
+    ) -> server_pb2.GetWebhookSettingsResponse:
+        """Internal only (jobs signs and addresses deliveries with it): not in TASK_METHODS, so a
+        function's task token cannot read a signing key."""
+        if request.environment_id <= 0:
+            raise InvalidRequest("environment_id is required")
+        try:
+            if request.nango_connection_id:
+                found = await self.webhook_settings.for_connection(request.environment_id, request.nango_connection_id)
+            else:
+                found = await self.webhook_settings.get(request.environment_id)
+        except (UnknownEnvironment, UnknownConnection) as exc:
+            # NotFound's own code, which every client process knows (NOT_FOUND either way)
+            raise NotFound(exc.message) from None
+        return server_pb2.GetWebhookSettingsResponse(
+            settings=server_pb2.WebhookSettings(
+                primary_url=found.primary_url or "",
+                secondary_url=found.secondary_url or "",
+                on_auth_creation=found.on_auth_creation,
+                on_auth_refresh_error=found.on_auth_refresh_error,
+                on_sync_error=found.on_sync_error,
+                on_sync_completion_always=found.on_sync_completion_always,
+                on_async_action_completion=found.on_async_action_completion,
+                signing_key=found.signing_key,
+                environment_name=found.environment_name,
+            )
+        )
 
     async def TriggerAction(
         self, request: server_pb2.TriggerActionRequest, context: grpc.aio.ServicerContext

@@ -15,6 +15,10 @@ def environment_secret_key(env_uuid: str) -> str:
     return f"environment:{env_uuid}:secret_key"
 
 
+def environment_webhook_signing_key(environment_id: int) -> str:
+    return f"environment:{environment_id}:webhook_signing_key"
+
+
 def environment_variable(environment_id: int, name: str) -> str:
     return f"environment-variable:{environment_id}:{name}"
 
@@ -49,6 +53,13 @@ class SealedColumn:
 SEALED_COLUMNS: tuple[SealedColumn, ...] = (
     SealedColumn(
         "environments", "secret_key_sealed", ("id",), ("uuid",), lambda r: environment_secret_key(str(r["uuid"]))
+    ),
+    SealedColumn(
+        "environment_webhook_settings",
+        "signing_key_sealed",
+        ("environment_id",),
+        (),
+        lambda r: environment_webhook_signing_key(r["environment_id"]),
     ),
     SealedColumn(
         "environment_variables",

@@ -85,6 +85,17 @@ class ServerSettings(
     # how long the proxy reuses a connection it read (decrypted); 0 reads it on every call
     proxy_connection_cache_ms: int = Field(5_000, ge=0, le=300_000, validation_alias="NANGO_PROXY_CONNECTION_CACHE_MS")
 
+    # incoming provider webhooks (reference §7.1): largest body accepted, per-environment ingress limit
+    webhook_max_body_bytes: int = Field(
+        5 * 1024 * 1024, ge=1024, le=1024**3, validation_alias="NANGO_WEBHOOK_MAX_BODY_BYTES"
+    )
+    webhook_ingress_rate_limit_per_min: int = Field(
+        4000, ge=1, le=100_000_000, validation_alias="NANGO_WEBHOOK_INGRESS_RATE_LIMIT_PER_MIN"
+    )
+    webhook_ingress_rate_limit_enforce: bool = Field(False, validation_alias="NANGO_WEBHOOK_INGRESS_RATE_LIMIT_ENFORCE")
+    # how long incoming webhooks reuse environment, integration, connection and sync lookups; 0 never does
+    webhook_lookup_cache_ms: int = Field(2_000, ge=0, le=60_000, validation_alias="NANGO_WEBHOOK_LOOKUP_CACHE_MS")
+
     @field_validator("public_body_limit")
     @classmethod
     def _valid_size(cls, value: str) -> str:

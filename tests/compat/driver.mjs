@@ -32,6 +32,20 @@ const extras = {
         const response = await nango.http.put(url, variables, { headers: nango.enrichHeaders({ 'Content-Type': 'application/json' }) });
         return response.data;
     },
+    // GET (no body) or PATCH /environment/webhook-settings (Nango sets them in its dashboard)
+    async _webhookSettings(nango, changes) {
+        const url = `${nango.serverUrl}/environment/webhook-settings`;
+        const headers = nango.enrichHeaders({ 'Content-Type': 'application/json' });
+        const response = changes ? await nango.http.patch(url, changes, { headers }) : await nango.http.get(url, { headers });
+        return response.data;
+    },
+    // What a customer's receiver does with a webhook: the SDK's checks, with the environment's signing key
+    async _verifyIncomingWebhookRequest(_nango, rawBody, headers, webhookSigningKey) {
+        return new Nango({ host, secretKey, webhookSigningKey }).verifyIncomingWebhookRequest(rawBody, headers);
+    },
+    async _verifyWebhookSignature(_nango, signature, payload, webhookSigningKey) {
+        return new Nango({ host, secretKey, webhookSigningKey }).verifyWebhookSignature(signature, payload);
+    },
 };
 
 const lines = readline.createInterface({ input: process.stdin });

@@ -78,6 +78,8 @@ async def test_secrets_are_sealed_and_keys_rotate_under_load(database_url: str, 
             },
         )
         await _call(first.url + "/connect/sessions", dev, "POST", {"end_user": {"id": "u1"}})
+        _, webhook_settings = await _call(first.url + "/environment/webhook-settings", dev)
+        signing_key = webhook_settings["signing_key"]  # type: ignore[index]
 
         # nothing secret in clear, in any table of the control plane
         tables = [
@@ -85,7 +87,7 @@ async def test_secrets_are_sealed_and_keys_rotate_under_load(database_url: str, 
         ]
         for table in tables:
             dump = "\n".join(r["t"] for r in await pool.fetch(f"SELECT row_to_json(x)::text AS t FROM {table} x"))
-            for secret in [*SECRETS, dev]:
+            for secret in [*SECRETS, dev, signing_key]:
                 assert secret not in dump, f"{secret} in clear in {table}"
         await first.stop()
 
@@ -115,7 +117,8 @@ async def test_secrets_are_sealed_and_keys_rotate_under_load(database_url: str, 
         await asyncio.gather(*readers)
         assert statuses
         assert set(statuses) == {200}
-        assert report.total >= 30 + 1 + 1 + 2
+        assert report.total >= 30 + 1 + 1 + 2 + 2
+        assert report.resealed["environment_webhook_settings.signing_key_sealed"] == 2
         assert sum(report.failed.values()) == 0
         in_use = await key_ids_in_use(pool, sample=None)
         assert set().union(*in_use.values()) == {both.primary_id}
@@ -125,6 +128,8 @@ async def test_secrets_are_sealed_and_keys_rotate_under_load(database_url: str, 
         third = await start_server(server_env(database_url, schema, tmp_path, NANGO_ENCRYPTION_KEY=new_key))
         status, body = await _call(f"{third.url}/connections/k?provider_config_key=sg", dev)
         assert (status, body["credentials"]["apiKey"]) == (200, SECRETS[2])  # type: ignore[index]
+        status, body = await _call(f"{third.url}/environment/webhook-settings", dev)
+        assert (status, body["signing_key"]) == (200, signing_key)  # type: ignore[index]
         await third.stop()
 
         # the old key alone can no longer open the data: the start is refused, naming the key
@@ -157,7 +162,9 @@ def test_rotate_command(database_url: str, tmp_path: Path) -> None:
     done = subprocess.run([nango, "keys", "rotate"], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "environments.secret_key_sealed" in done.stdout
-    assert "done: 2 values re-sealed" in done.stdout
+    assert "environment_webhook_settings.signing_key_sealed" in done.stdout
+    # the two environments' secret keys and webhook signing keys
+    assert "done: 4 values re-sealed" in done.stdout
     again = subprocess.run([nango, "keys", "rotate"], env=env, capture_output=True, text=True, timeout=60)
     assert "done: 0 values re-sealed" in again.stdout
     for secret in (old_key, new_key):

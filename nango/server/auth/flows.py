@@ -7,9 +7,11 @@ which applies the connect session's end user, tags and webhook override, and sto
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from nango.errors import NangoError
 from nango.oplog import OperationsLog
 from nango.providers import Provider
 from nango.server.connections import Connection, ConnectionService, NewConnection
@@ -17,6 +19,9 @@ from nango.server.environments import Environment
 from nango.server.integrations import Integration
 from nango.server.store.connections import EndUserValues
 from nango.server.store.sessions import ConnectSessionRow
+from nango.server.webhooks.auth import AuthError
+
+log = logging.getLogger(__name__)
 
 # connection_config keys the client may not set through `params[...]`
 _RESERVED_PARAMS = frozenset({"webhook_url"})
@@ -146,3 +151,35 @@ class FlowFinisher:
         operation.info("connection created" if created else "connection credentials replaced")
         operation.succeed()
         return Finished(connection, created)
+
+    async def failed(
+        self,
+        error: NangoError,
+        *,
+        environment_id: int,
+        provider_config_key: str,
+        provider: str,
+        connection_id: str,
+        auth_mode: str | None,
+        session: ConnectSessionRow | None,
+        webhook_url_override: str | None,
+    ) -> None:
+        """A flow failed before storing a connection: the failed `creation` auth webhook. Never raises
+        (the flow's own failure is what the end user must see)."""
+        webhooks = self.connections.auth_webhooks
+        if webhooks is None:
+            return
+        try:
+            await webhooks.creation_failed(
+                environment_id=environment_id,
+                connection_id=connection_id,
+                provider_config_key=provider_config_key,
+                provider=provider,
+                auth_mode=auth_mode,
+                error=AuthError(error.instance_code, error.message),
+                tags=session_tags(session),
+                end_user=session_end_user(session),
+                webhook_url_override=webhook_url_override,
+            )
+        except Exception:
+            log.exception("the failed auth webhook could not be stored", extra={"environment_id": environment_id})

@@ -343,8 +343,29 @@ class OAuthFlows:
                 "oauth callback failed",
                 extra={"provider_config_key": row.provider_config_key, "error_type": error.instance_code},
             )
+            await self._announce_failure(row, error)
             return Failed(target, error)
         return Succeeded(target, finished, is_pending=exchanged.is_pending)
+
+    async def _announce_failure(self, row: OAuthSessionRow, error: NangoError) -> None:
+        """The failed `creation` auth webhook of a callback (reference §4.2); never raises."""
+        try:
+            session = (
+                await self.sessions.connect_session_by_id(row.connect_session_id) if row.connect_session_id else None
+            )
+        except Exception:
+            log.exception("connect session of a failed flow unreadable", extra={"environment_id": row.environment_id})
+            session = None
+        await self.finisher.failed(
+            error,
+            environment_id=row.environment_id,
+            provider_config_key=row.provider_config_key,
+            provider=row.provider,
+            connection_id=row.connection_id,
+            auth_mode=row.auth_mode,
+            session=session,
+            webhook_url_override=row.webhook_url_override,
+        )
 
     async def _exchange(self, row: OAuthSessionRow, query: Mapping[str, str]) -> tuple[FlowContext, Exchanged]:
         integration = await self.integrations.get_by_id(row.integration_id)

@@ -18,6 +18,8 @@ from nango.server.gateway import (
     records,
     routes,
     syncs,
+    webhook_settings,
+    webhooks,
     websockets,
 )
 from nango.server.gateway.context import GATEWAY, Gateway
@@ -33,6 +35,8 @@ def build_app(gateway: Gateway, *, body_limit: int) -> web.Application:
         app.add_routes(module.routes)
     for module in (environment_variables, records, syncs, actions):
         app.add_routes(module.routes)
+    app.add_routes(webhook_settings.routes)
+    app.add_routes(webhooks.routes)
     websockets.install(app, gateway.websockets_path)
     return app
 

@@ -14,6 +14,7 @@ from nango.server.gateway.http import Auth, auth, json_response
 from nango.server.gateway.middleware import CONNECT_SESSION, ENVIRONMENT
 from nango.server.gateway.validation import parse_body
 from nango.server.gateway.views import end_user_view, js_date
+from nango.server.gateway.webhook_settings import check_webhook_url
 from nango.server.inputs import Strict
 
 routes = web.RouteTableDef()
@@ -35,6 +36,7 @@ def _issued(gw: Gateway, issued: IssuedSession) -> web.Response:
 async def create_session(request: web.Request) -> web.Response:
     gw, environment = request.app[GATEWAY], request[ENVIRONMENT]
     body = await parse_body(request, CreateConnectSession)
+    check_webhook_url(gw.webhook_url_policy, "webhook_url_override", body.webhook_url_override)
     return _issued(gw, await gw.connect_sessions.create(environment.id, body))
 
 
@@ -42,6 +44,7 @@ async def create_session(request: web.Request) -> web.Response:
 async def create_reconnect_session(request: web.Request) -> web.Response:
     gw, environment = request.app[GATEWAY], request[ENVIRONMENT]
     body = await parse_body(request, ReconnectSession)
+    check_webhook_url(gw.webhook_url_policy, "webhook_url_override", body.webhook_url_override)
     return _issued(gw, await gw.connect_sessions.reconnect(environment.id, body))
 
 

@@ -21,6 +21,7 @@ from nango.server.gateway.http import json_response
 from nango.server.gateway.middleware import ENVIRONMENT
 from nango.server.gateway.validation import parse_body, parse_query
 from nango.server.gateway.views import public_connection, public_connection_full
+from nango.server.gateway.webhook_settings import check_webhook_url
 from nango.server.inputs import (
     ConnectionId,
     EndUserInput,
@@ -244,6 +245,7 @@ async def get_connection(request: web.Request) -> web.Response:
 async def import_connection(request: web.Request) -> web.Response:
     gw, environment = request.app[GATEWAY], request[ENVIRONMENT]
     body = await parse_body(request, ImportConnection)
+    check_webhook_url(gw.webhook_url_policy, "webhook_url_override", body.webhook_url_override)
     integration = await gw.integrations.find(environment.id, body.provider_config_key)
     if integration is None:
         raise UnknownProviderConfig("Integration does not exist")
@@ -310,6 +312,7 @@ async def patch_connection(request: web.Request) -> web.Response:
     body = await parse_body(request, PatchConnection)
     if not body.model_fields_set:
         raise InvalidBody("nothing to update: give end_user, tags or webhook_url_override")
+    check_webhook_url(gw.webhook_url_policy, "webhook_url_override", body.webhook_url_override)
     await gw.connections.patch(
         environment.id,
         query.provider_config_key,

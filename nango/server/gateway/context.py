@@ -8,6 +8,7 @@ from datetime import datetime
 from aiohttp import web
 
 from nango.kv import KVStore
+from nango.outbound import OutboundPolicy
 from nango.providers import CatalogRef
 from nango.server.actions import ActionService
 from nango.server.auth.direct import DirectAuth
@@ -21,6 +22,8 @@ from nango.server.integrations import IntegrationService
 from nango.server.proxy import ProxyService
 from nango.server.records import RecordService
 from nango.server.sync_control import SyncControl
+from nango.server.webhooks.incoming import IncomingWebhooks
+from nango.server.webhooks.settings import WebhookSettingsService
 
 
 @dataclass
@@ -43,8 +46,15 @@ class Gateway:
     records: RecordService
     sync_control: SyncControl
     actions: ActionService
+    webhook_settings: WebhookSettingsService
+    # what a webhook URL must pass to be saved (jobs checks it again, with DNS, when it sends)
+    webhook_url_policy: OutboundPolicy
+    incoming_webhooks: IncomingWebhooks
     # 0 disables the public API rate limiter
     rate_limit_per_minute: int = 200
+    # incoming provider webhooks: largest body, and the per-environment limit (0: not enforced)
+    webhook_max_body_bytes: int = 5 * 1024 * 1024
+    webhook_ingress_rate_limit_per_minute: int = 0
 
     def logo_url(self, provider: str) -> str:
         return f"{self.server_url.rstrip('/')}/images/template-logos/{provider}.svg"

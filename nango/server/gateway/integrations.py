@@ -46,6 +46,7 @@ async def create_integration(request: web.Request) -> web.Response:
     gw, environment = request.app[GATEWAY], request[ENVIRONMENT]
     body = await parse_body(request, CreateIntegration)
     integration = await gw.integrations.create(environment.id, body)
+    gw.incoming_webhooks.forget_integration(environment.id, integration.unique_key)
     return json_response({"data": public_integration(gw, integration, environment.uuid, set())})
 
 
@@ -62,6 +63,8 @@ async def update_integration(request: web.Request) -> web.Response:
     gw, environment = request.app[GATEWAY], request[ENVIRONMENT]
     body = await parse_body(request, UpdateIntegration)
     integration = await gw.integrations.update(environment.id, request.match_info["unique_key"], body)
+    gw.incoming_webhooks.forget_integration(environment.id, request.match_info["unique_key"])
+    gw.incoming_webhooks.forget_integration(environment.id, integration.unique_key)
     return json_response({"data": public_integration(gw, integration, environment.uuid, set())})
 
 
@@ -69,4 +72,5 @@ async def update_integration(request: web.Request) -> web.Response:
 async def delete_integration(request: web.Request) -> web.Response:
     gw, environment = request.app[GATEWAY], request[ENVIRONMENT]
     await gw.integrations.delete(environment.id, request.match_info["unique_key"])
+    gw.incoming_webhooks.forget_integration(environment.id, request.match_info["unique_key"])
     return json_response({"success": True})

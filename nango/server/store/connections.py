@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -224,9 +225,11 @@ class ConnectionStore:
         tags: dict[str, str] | None,
         end_user: EndUserValues | None,
         webhook_url_override: str | None,
+        in_transaction: Callable[[Any, ConnectionRow, bool], Awaitable[None]] | None = None,
     ) -> tuple[ConnectionRow, bool]:
         """Insert or override the live connection; returns (row, created). Credentials are sealed by
-        `seal(row_uuid)` so an override keeps the existing row's uuid as associated data."""
+        `seal(row_uuid)` so an override keeps the existing row's uuid as associated data.
+        `in_transaction(conn, row, created)` runs before the commit (what must commit with it)."""
         async with self.pool.acquire() as conn, conn.transaction():
             end_user_pk = await self.upsert_end_user(conn, environment_id, end_user) if end_user else None
             existing = await conn.fetchrow(
@@ -282,7 +285,10 @@ class ConnectionStore:
                 await conn.execute("DELETE FROM connection_errors WHERE connection_id = $1 AND type = 'auth'", row_id)
                 created = False
             row = await conn.fetchrow(f"SELECT {_COLUMNS} {_FROM} WHERE c.id = $1", row_id)
-        return ConnectionRow.from_record(row), created
+            saved = ConnectionRow.from_record(row)
+            if in_transaction is not None:
+                await in_transaction(conn, saved, created)
+        return saved, created
 
     async def store_refreshed(
         self, row_id: int, credentials_sealed: str, expires_at: datetime | None, connection_config: dict[str, Any]
@@ -301,8 +307,15 @@ class ConnectionStore:
             )
             await conn.execute("DELETE FROM connection_errors WHERE connection_id = $1 AND type = 'auth'", row_id)
 
-    async def record_refresh_failure(self, row_id: int, log_id: str, exhaust_after: int) -> ConnectionRow | None:
-        """Counts at most one failed attempt per calendar day; exhausted after `exhaust_after` days."""
+    async def record_refresh_failure(
+        self,
+        row_id: int,
+        log_id: str,
+        exhaust_after: int,
+        in_transaction: Callable[[Any, ConnectionRow], Awaitable[None]] | None = None,
+    ) -> ConnectionRow | None:
+        """Counts at most one failed attempt per calendar day; exhausted after `exhaust_after` days.
+        `in_transaction(conn, row)` runs before the commit."""
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 """UPDATE connections SET
@@ -324,7 +337,10 @@ class ConnectionStore:
                 log_id,
             )
             row = await conn.fetchrow(f"SELECT {_COLUMNS} {_FROM} WHERE c.id = $1", row_id)
-        return ConnectionRow.from_record(row) if row else None
+            failed = ConnectionRow.from_record(row) if row else None
+            if failed is not None and in_transaction is not None:
+                await in_transaction(conn, failed)
+        return failed
 
     async def touch_fetched(self, row_id: int) -> None:
         await self.pool.execute("UPDATE connections SET last_fetched_at = now() WHERE id = $1", row_id)

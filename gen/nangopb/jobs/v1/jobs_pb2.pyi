@@ -383,3 +383,110 @@ class ListSyncJobsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListSyncJobsResponse: _TypeAlias = ListSyncJobsResponse  # noqa: Y015
+
+@_typing.final
+class OutgoingWebhook(_message.Message):
+    """One event for the customer, to be POSTed to each of `urls`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class HeadersEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    ENVIRONMENT_ID_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    BODY_JSON_FIELD_NUMBER: _builtins.int
+    URLS_FIELD_NUMBER: _builtins.int
+    HEADERS_FIELD_NUMBER: _builtins.int
+    CONNECTION_ID_FIELD_NUMBER: _builtins.int
+    PROVIDER_CONFIG_KEY_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Sent as X-Nango-Delivery-Id; the same for every URL of the event, so receivers de-duplicate."""
+    environment_id: _builtins.int
+    type: _builtins.str
+    """"auth", "sync", "forward" or "async_action"."""
+    body_json: _builtins.bytes
+    """The payload; jobs sends it stable-stringified (keys sorted) and signed."""
+    connection_id: _builtins.str
+    """For the log: the connection it concerns, when there is one."""
+    provider_config_key: _builtins.str
+    @_builtins.property
+    def urls(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Where to send it (primary/secondary or the connection's override), already chosen by the sender."""
+
+    @_builtins.property
+    def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Extra headers (forwarded provider headers); never the signature or content headers."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        environment_id: _builtins.int = ...,
+        type: _builtins.str = ...,
+        body_json: _builtins.bytes = ...,
+        urls: _abc.Iterable[_builtins.str] | None = ...,
+        headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        connection_id: _builtins.str = ...,
+        provider_config_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body_json", b"body_json", "connection_id", b"connection_id", "environment_id", b"environment_id", "event_id", b"event_id", "headers", b"headers", "provider_config_key", b"provider_config_key", "type", b"type", "urls", b"urls"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OutgoingWebhook: _TypeAlias = OutgoingWebhook  # noqa: Y015
+
+@_typing.final
+class EnqueueWebhooksRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WEBHOOKS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def webhooks(self) -> _containers.RepeatedCompositeFieldContainer[Global___OutgoingWebhook]: ...
+    def __init__(
+        self,
+        *,
+        webhooks: _abc.Iterable[Global___OutgoingWebhook] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["webhooks", b"webhooks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnqueueWebhooksRequest: _TypeAlias = EnqueueWebhooksRequest  # noqa: Y015
+
+@_typing.final
+class EnqueueWebhooksResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnqueueWebhooksResponse: _TypeAlias = EnqueueWebhooksResponse  # noqa: Y015

@@ -56,6 +56,11 @@ class JobsServiceStub:
                 request_serializer=nangopb_dot_jobs_dot_v1_dot_jobs__pb2.ListSyncJobsRequest.SerializeToString,
                 response_deserializer=nangopb_dot_jobs_dot_v1_dot_jobs__pb2.ListSyncJobsResponse.FromString,
                 _registered_method=True)
+        self.EnqueueWebhooks = channel.unary_unary(
+                '/nangopb.jobs.v1.JobsService/EnqueueWebhooks',
+                request_serializer=nangopb_dot_jobs_dot_v1_dot_jobs__pb2.EnqueueWebhooksRequest.SerializeToString,
+                response_deserializer=nangopb_dot_jobs_dot_v1_dot_jobs__pb2.EnqueueWebhooksResponse.FromString,
+                _registered_method=True)
 
 
 class JobsServiceServicer:
@@ -91,6 +96,14 @@ class JobsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EnqueueWebhooks(self, request, context):
+        """Server -> jobs: outgoing webhooks to deliver (auth, forward). Jobs stores them before answering
+        and delivers them at least once; enqueueing the same (event_id, url) twice stores it once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -113,6 +126,11 @@ def add_JobsServiceServicer_to_server(servicer, server):
                     servicer.ListSyncJobs,
                     request_deserializer=nangopb_dot_jobs_dot_v1_dot_jobs__pb2.ListSyncJobsRequest.FromString,
                     response_serializer=nangopb_dot_jobs_dot_v1_dot_jobs__pb2.ListSyncJobsResponse.SerializeToString,
+            ),
+            'EnqueueWebhooks': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnqueueWebhooks,
+                    request_deserializer=nangopb_dot_jobs_dot_v1_dot_jobs__pb2.EnqueueWebhooksRequest.FromString,
+                    response_serializer=nangopb_dot_jobs_dot_v1_dot_jobs__pb2.EnqueueWebhooksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -225,6 +243,33 @@ class JobsService:
             '/nangopb.jobs.v1.JobsService/ListSyncJobs',
             nangopb_dot_jobs_dot_v1_dot_jobs__pb2.ListSyncJobsRequest.SerializeToString,
             nangopb_dot_jobs_dot_v1_dot_jobs__pb2.ListSyncJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnqueueWebhooks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nangopb.jobs.v1.JobsService/EnqueueWebhooks',
+            nangopb_dot_jobs_dot_v1_dot_jobs__pb2.EnqueueWebhooksRequest.SerializeToString,
+            nangopb_dot_jobs_dot_v1_dot_jobs__pb2.EnqueueWebhooksResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,10 @@ class JobsServiceStub:
     """Runner -> jobs: announce a runner node and how many tasks it takes at once."""
     ListSyncJobs: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.ListSyncJobsRequest, _jobs_pb2.ListSyncJobsResponse]
     """The most recent jobs of the given syncs (for sync status)."""
+    EnqueueWebhooks: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.EnqueueWebhooksRequest, _jobs_pb2.EnqueueWebhooksResponse]
+    """Server -> jobs: outgoing webhooks to deliver (auth, forward). Jobs stores them before answering
+    and delivers them at least once; enqueueing the same (event_id, url) twice stores it once.
+    """
 
 @_typing.type_check_only
 class JobsServiceAsyncStub(JobsServiceStub):
@@ -59,6 +63,10 @@ class JobsServiceAsyncStub(JobsServiceStub):
     """Runner -> jobs: announce a runner node and how many tasks it takes at once."""
     ListSyncJobs: _aio.UnaryUnaryMultiCallable[_jobs_pb2.ListSyncJobsRequest, _jobs_pb2.ListSyncJobsResponse]  # type: ignore[assignment]
     """The most recent jobs of the given syncs (for sync status)."""
+    EnqueueWebhooks: _aio.UnaryUnaryMultiCallable[_jobs_pb2.EnqueueWebhooksRequest, _jobs_pb2.EnqueueWebhooksResponse]  # type: ignore[assignment]
+    """Server -> jobs: outgoing webhooks to deliver (auth, forward). Jobs stores them before answering
+    and delivers them at least once; enqueueing the same (event_id, url) twice stores it once.
+    """
 
 class JobsServiceServicer(metaclass=_abc_1.ABCMeta):
     """Jobs pulls tasks from the orchestrator, hands them to runners and receives their results.
@@ -96,5 +104,15 @@ class JobsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_pb2.ListSyncJobsResponse, _abc.Awaitable[_jobs_pb2.ListSyncJobsResponse]]:
         """The most recent jobs of the given syncs (for sync status)."""
+
+    @_abc_1.abstractmethod
+    def EnqueueWebhooks(
+        self,
+        request: _jobs_pb2.EnqueueWebhooksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.EnqueueWebhooksResponse, _abc.Awaitable[_jobs_pb2.EnqueueWebhooksResponse]]:
+        """Server -> jobs: outgoing webhooks to deliver (auth, forward). Jobs stores them before answering
+        and delivers them at least once; enqueueing the same (event_id, url) twice stores it once.
+        """
 
 def add_JobsServiceServicer_to_server(servicer: JobsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
