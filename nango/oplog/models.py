@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -52,7 +54,16 @@ def utcnow() -> datetime:
 
 
 def new_id() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID as text: `str(uuid.uuid4())` at a third of its cost."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+# the canonical form, which every id made here has: checked without parsing
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def _check(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -61,6 +72,8 @@ def _check(name: str, value: str, allowed: tuple[str, ...]) -> None:
 
 
 def _check_uuid(name: str, value: str) -> None:
+    if isinstance(value, str) and _CANONICAL_UUID.fullmatch(value):
+        return
     try:
         uuid.UUID(value)
     except (ValueError, TypeError, AttributeError):

@@ -8,6 +8,7 @@ masked and then passes through `nango.telemetry.redact_text` (bearer tokens, `cl
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from typing import Any, TypeVar
 from urllib.parse import unquote_plus
@@ -24,6 +25,7 @@ SENSITIVE_FRAGMENTS = ("token", "secret", "password", "apikey", "privatekey", "s
 _QUERY_PARAM = re.compile(r"([?&;])([^=&#\s?;\"'<>]+)=([^&#\s;\"'<>]*)")
 
 
+@functools.lru_cache(maxsize=4096)
 def is_sensitive_key(key: str) -> bool:
     """True for credential header names and keys naming a secret ("X-Api-Key", "refresh_token"…)."""
     normalized = key.strip().lower().replace("-", "").replace("_", "")
@@ -32,6 +34,8 @@ def is_sensitive_key(key: str) -> bool:
 
 def redact_url_query(text: str) -> str:
     """Mask the values of sensitive query parameters wherever a `?name=value` appears in `text`."""
+    if "=" not in text:
+        return text
 
     def mask(match: re.Match[str]) -> str:
         if is_sensitive_key(unquote_plus(match.group(2))):
@@ -47,16 +51,21 @@ def redact_string(text: str) -> str:
 
 def redact_value(value: Any) -> Any:
     """A copy of a JSON-like value with every secret it holds masked."""
+    kind = type(value)
+    # numbers, booleans and None are the most common leaves and hold nothing to mask
+    if kind is int or kind is bool or kind is float or value is None:
+        return value
+    if isinstance(value, str):
+        return redact_string(value)
     if isinstance(value, dict):
         return {key: MASK if is_sensitive_key(str(key)) else redact_value(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [redact_value(item) for item in value]
-    if isinstance(value, str):
-        return redact_string(value)
     return value
 
 
-def _redact_dict(value: dict[str, Any] | None) -> dict[str, Any] | None:
+def redact_dict(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """`redact_value` of an optional payload (what a store applies to each JSON column)."""
     return None if value is None else redact_value(value)
 
 
@@ -66,7 +75,7 @@ T = TypeVar("T", Operation, OperationUpdate, Message)
 def redact(item: T) -> T:
     """The same operation, update or message with its payloads and free text redacted."""
     changes: dict[str, Any] = {
-        name: _redact_dict(getattr(item, name))
+        name: redact_dict(getattr(item, name))
         for name in ("error", "request", "response", "meta", "retry")
         if hasattr(item, name)
     }
@@ -75,4 +84,4 @@ def redact(item: T) -> T:
     return dataclasses.replace(item, **changes)
 
 
-__all__ = ["MASK", "is_sensitive_key", "redact", "redact_string", "redact_url_query", "redact_value"]
+__all__ = ["MASK", "is_sensitive_key", "redact", "redact_dict", "redact_string", "redact_url_query", "redact_value"]

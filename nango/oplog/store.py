@@ -29,7 +29,7 @@ from nango.oplog.models import (
     OperationUpdate,
     utcnow,
 )
-from nango.oplog.redact import redact
+from nango.oplog.redact import redact_dict, redact_string
 
 MAX_PAGE = 500
 _PREPARE_SLICE = 32
@@ -123,10 +123,14 @@ def _text(value: str | None) -> str | None:
     return None if value is None else value.replace("\x00", "\ufffd")
 
 
+_ENCODER = json.JSONEncoder(default=str, ensure_ascii=False)
+
+
 def _json(value: dict[str, Any] | None) -> str | None:
     if value is None:
         return None
-    return _JSON_NUL.sub(r"\1\\ufffd", json.dumps(value, default=str, ensure_ascii=False))
+    text = _ENCODER.encode(value)
+    return _JSON_NUL.sub(r"\1\\ufffd", text) if "\\u0000" in text else text
 
 
 def _dict(value: str | None) -> dict[str, Any] | None:
@@ -165,6 +169,7 @@ def _unnest(types_sql: str) -> str:
 
 
 def _operation_row(op: Operation) -> tuple[Any, ...]:
+    """The row of an operation, its payloads redacted (what `redact` does, without a copy)."""
     return (
         op.id,
         op.type,
@@ -179,10 +184,10 @@ def _operation_row(op: Operation) -> tuple[Any, ...]:
         _text(op.function_name),
         _text(op.job_id),
         _text(op.end_user_id),
-        _json(op.error),
-        _json(op.request),
-        _json(op.response),
-        _json(op.meta),
+        _json(redact_dict(op.error)),
+        _json(redact_dict(op.request)),
+        _json(redact_dict(op.response)),
+        _json(redact_dict(op.meta)),
         op.created_at,
         op.started_at,
         op.ended_at,
@@ -191,6 +196,7 @@ def _operation_row(op: Operation) -> tuple[Any, ...]:
 
 
 def _message_row(m: Message) -> tuple[Any, ...]:
+    """The row of a message, its text and payloads redacted (what `redact` does, without a copy)."""
     return (
         m.id,
         m.operation_id,
@@ -198,13 +204,27 @@ def _message_row(m: Message) -> tuple[Any, ...]:
         m.level,
         m.source,
         m.type,
-        _text(m.message),
-        _json(m.error),
-        _json(m.request),
-        _json(m.response),
-        _json(m.retry),
-        _json(m.meta),
+        _text(redact_string(m.message)),
+        _json(redact_dict(m.error)),
+        _json(redact_dict(m.request)),
+        _json(redact_dict(m.response)),
+        _json(redact_dict(m.retry)),
+        _json(redact_dict(m.meta)),
         m.ended_at,
+    )
+
+
+def _update_args(update: OperationUpdate) -> tuple[Any, ...]:
+    """The arguments of the update statement for a state change, its payloads redacted."""
+    return (
+        update.id,
+        update.state,
+        update.level,
+        _json(redact_dict(update.error)),
+        _json(redact_dict(update.response)),
+        _json(redact_dict(update.meta)),
+        update.at,
+        list(TRANSITIONS[update.state]),
     )
 
 
@@ -315,32 +335,19 @@ class PostgresLogStore(LogStore):
     async def insert_operations(self, operations: Sequence[Operation]) -> None:
         if not operations:
             return
-        rows = await _prepare(operations, lambda op: _operation_row(redact(op)))
+        rows = await _prepare(operations, _operation_row)
         await self.pool.execute(self._insert_operations_sql, *(list(column) for column in zip(*rows, strict=True)))
 
     async def update_operations(self, updates: Sequence[OperationUpdate]) -> None:
         if not updates:
             return
-        args = []
-        for update in await _prepare(updates, redact):
-            args.append(
-                (
-                    update.id,
-                    update.state,
-                    update.level,
-                    _json(update.error),
-                    _json(update.response),
-                    _json(update.meta),
-                    update.at,
-                    list(TRANSITIONS[update.state]),
-                )
-            )
+        args = await _prepare(updates, _update_args)
         await self.pool.executemany(self._update_sql, args)
 
     async def insert_messages(self, messages: Sequence[Message]) -> None:
         if not messages:
             return
-        rows = await _prepare(messages, lambda m: _message_row(redact(m)))
+        rows = await _prepare(messages, _message_row)
         await self.pool.execute(self._insert_messages_sql, *(list(column) for column in zip(*rows, strict=True)))
 
     async def get_operation(self, operation_id: str) -> Operation | None:

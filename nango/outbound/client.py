@@ -3,6 +3,11 @@
 Each policy gets its own connection pool, because a pooled connection carries the policy it was
 opened under: one opened for a token endpoint (private addresses allowed) must never serve a proxy
 call (private addresses refused). Redirects are followed here, each hop checked against the policy.
+
+`send()` checks each URL itself, so it goes through sessions without aiohttp tracing (a trace costs
+several awaited signals per request); `session()` is for code written against plain aiohttp, which
+the policy polices through a trace on every request and redirect. All of a policy's sessions share
+its one pool.
 """
 
 from __future__ import annotations
@@ -89,15 +94,18 @@ class OutboundClient:
         """`dns` makes the name resolver each pool's policy checks (the system resolver by default)."""
         self.pool = pool or PoolSettings()
         self._dns = dns
+        self._connectors: dict[OutboundPolicy, aiohttp.TCPConnector] = {}
         self._sessions: dict[OutboundPolicy, aiohttp.ClientSession] = {}
+        # send()'s own sessions per policy: (raw bytes, decompressed)
+        self._senders: dict[OutboundPolicy, tuple[aiohttp.ClientSession, aiohttp.ClientSession]] = {}
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=self.pool.connect_timeout, sock_read=self.pool.read_timeout
         )
 
-    def session(self, policy: OutboundPolicy) -> aiohttp.ClientSession:
-        """The pooled session of a policy (created on first use, inside the event loop)."""
-        session = self._sessions.get(policy)
-        if session is None:
+    def _connector(self, policy: OutboundPolicy) -> aiohttp.TCPConnector:
+        """The policy's pool (created on first use, inside the event loop)."""
+        connector = self._connectors.get(policy)
+        if connector is None:
             connector = aiohttp.TCPConnector(
                 limit=self.pool.size,
                 limit_per_host=self.pool.per_host,
@@ -105,15 +113,44 @@ class OutboundClient:
                 ttl_dns_cache=int(self.pool.dns_ttl),
                 resolver=PinningResolver(policy, self._dns() if self._dns else None),
             )
+            self._connectors[policy] = connector
+        return connector
+
+    def session(self, policy: OutboundPolicy) -> aiohttp.ClientSession:
+        """A session on the policy's pool that checks every URL it requests against the policy."""
+        session = self._sessions.get(policy)
+        if session is None:
             session = aiohttp.ClientSession(
-                connector=connector, timeout=self._timeout, trace_configs=[_policing(policy)]
+                connector=self._connector(policy),
+                connector_owner=False,
+                timeout=self._timeout,
+                trace_configs=[_policing(policy)],
             )
             self._sessions[policy] = session
         return session
 
+    def _sender(self, policy: OutboundPolicy, decompress: bool) -> aiohttp.ClientSession:
+        senders = self._senders.get(policy)
+        if senders is None:
+            connector = self._connector(policy)
+            # raw: no Accept-Encoding of aiohttp's own, so that the bytes passed on are what the caller asked for
+            raw = aiohttp.ClientSession(
+                connector=connector,
+                connector_owner=False,
+                timeout=self._timeout,
+                auto_decompress=False,
+                skip_auto_headers=("Accept-Encoding",),
+            )
+            decompressing = aiohttp.ClientSession(connector=connector, connector_owner=False, timeout=self._timeout)
+            senders = self._senders[policy] = (raw, decompressing)
+        return senders[1] if decompress else senders[0]
+
     async def close(self) -> None:
-        sessions, self._sessions = list(self._sessions.values()), {}
+        sessions = [*self._sessions.values(), *(s for pair in self._senders.values() for s in pair)]
+        connectors = list(self._connectors.values())
+        self._sessions, self._senders, self._connectors = {}, {}, {}
         await asyncio.gather(*(session.close() for session in sessions))
+        await asyncio.gather(*(connector.close() for connector in connectors))
 
     async def __aenter__(self) -> OutboundClient:
         return self
@@ -126,9 +163,8 @@ class OutboundClient:
     async def send(self, request: OutboundRequest, policy: OutboundPolicy) -> aiohttp.ClientResponse:
         """Send the request, following up to `policy.max_redirects` redirects; the caller reads (or
         releases) the response. Raises OutboundDenied, TooManyRedirects and aiohttp's errors."""
-        session = self.session(policy)
+        session = self._sender(policy, request.decompress)
         method, url, headers, body = request.method, request.url, request.headers, request.body
-        skip = () if request.decompress or "accept-encoding" in headers else ("Accept-Encoding",)
         if request.decompress and "accept-encoding" in headers:
             headers = CIMultiDict(headers)
             headers.popall("accept-encoding")
@@ -141,8 +177,6 @@ class OutboundClient:
                     headers=headers,
                     data=body,
                     allow_redirects=False,
-                    auto_decompress=request.decompress,
-                    skip_auto_headers=skip,
                 )
             except OutboundDenied as exc:
                 if hop == 0:

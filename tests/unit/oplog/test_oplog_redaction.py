@@ -152,3 +152,25 @@ def test_redact_operation_and_update() -> None:
     redacted = redact(update)
     assert "S3abcdefghij" not in repr(redacted)
     assert redacted.response == {"token": MASK}
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("BEARER abcdefghijklmnop", "abcdefghijklmnop"),
+        ("Authorization: Basic dXNlcjpwYXNzd29yZA==", "dXNlcjpwYXNzd29yZA=="),
+        ("APIKEY=k-123456789", "k-123456789"),
+        ("Signature: s3cr3tsig", "s3cr3tsig"),
+        ("session nango_connect_session_0123456789abcdef", "0123456789abcdef"),
+        ("dsn postgresql://nango:hunter22@db:5432/nango", "hunter22"),
+        ("REDIS rediss://default:pw-123456@cache:6380", "pw-123456"),
+        ("bearer abcdefghijklmnop, and a non-ASCII word: café", "abcdefghijklmnop"),
+    ],
+)
+def test_free_text_secrets_are_masked_whatever_their_case(text: str, secret: str) -> None:
+    assert secret not in redact_value(text)
+
+
+def test_free_text_without_secrets_is_returned_unchanged() -> None:
+    text = "GET https://api.example.com/v1/items?page=2 answered 200 in 12 ms"
+    assert redact_value(text) == text
