@@ -33,6 +33,7 @@ from nango.sdk.runtime import (
     Nango,
     ProxyRequest,
     ProxyResponse,
+    ReconcileSummary,
     StoredCheckpoint,
     TaskContext,
     headers_of,
@@ -134,6 +135,16 @@ class DryRunBackend:
         # which stored records the run did not see is known only to persist: nothing is deleted here
         self.recorded.deletions_not_simulated.append(model)
         return []
+
+    async def start_reconcile(self, model: str) -> None:
+        self.recorded.deletions_not_simulated.append(model)
+
+    async def mark_seen(self, model: str, ids: Sequence[str]) -> None:
+        return None
+
+    async def finish_reconcile(self, model: str) -> ReconcileSummary:
+        # as for track deletes: what the pass did not see is known only to persist
+        return ReconcileSummary(0, 0, [])
 
     async def get_records(self, model: str, ids: Sequence[str]) -> list[dict[str, Any]]:
         wanted = set(ids)

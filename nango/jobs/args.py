@@ -33,6 +33,8 @@ class TaskArgs:
     is_async: bool = False
     # the operation the run's log lines belong to, when its creator opened one
     activity_log_id: str = ""
+    # syncs: a reconcile pass (docs/functions.md), run without a sync job
+    reconcile: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -49,6 +51,7 @@ class TaskArgs:
             "input": self.input,
             "async": self.is_async,
             "activity_log_id": self.activity_log_id,
+            "reconcile": self.reconcile,
         }
 
 
@@ -102,7 +105,15 @@ def parse_task_args(args: Mapping[str, Any]) -> TaskArgs:
         input=args.get("input"),
         is_async=_flag(args, "async"),
         activity_log_id=_text(args, "activity_log_id", required=False),
+        reconcile=_reconcile(args, kind),
     )
+
+
+def _reconcile(args: Mapping[str, Any], kind: FunctionType) -> bool:
+    reconcile = _flag(args, "reconcile")
+    if reconcile and kind is not FunctionType.SYNC:
+        raise InvalidTaskArgs("reconcile is for sync tasks only")
+    return reconcile
 
 
 __all__ = ["SYNC_KINDS", "TaskArgs", "parse_task_args"]

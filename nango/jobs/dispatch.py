@@ -138,7 +138,8 @@ class Dispatcher:
                 environment_name=context.environment_name,
                 end_user=context.connection.end_user,
                 last_sync_date=context.sync.last_sync_date,
-                job_type=sync_job_type(args, context.sync.last_sync_date),
+                # a reconcile pass is no sync job: no history, last_sync_date and checkpoints left alone
+                job_type=None if args.reconcile else sync_job_type(args, context.sync.last_sync_date),
             )
         else:
             function = await self.server.get_function_config(
@@ -165,6 +166,8 @@ class Dispatcher:
                 last_sync_date=None if args.full else plan.last_sync_date,
                 track_deletes=function.track_deletes and args.kind is FunctionType.SYNC,
             )
+        elif args.reconcile and args.sync_id is not None:
+            sync = SyncContext(sync_id=args.sync_id, variant=args.variant, reconcile=True)
         return TaskStart(
             task_id=task.id,
             type=args.kind,

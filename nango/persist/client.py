@@ -15,10 +15,13 @@ from typing import Any
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from nango.errors import InvalidRequest
 from nango.grpckit import invoke, json_bytes, json_value, open_channel
 from nango.oplog import Level, Message
-from nango.persist.errors import CheckpointConflict, InvalidCursor
+from nango.persist.errors import CheckpointConflict, InvalidCursor, ReconcilePassNotOpen
 from nango.persist.models import (
+    MAX_BATCH_BYTES,
+    MB,
     BatchContext,
     BatchResult,
     Checkpoint,
@@ -28,6 +31,7 @@ from nango.persist.models import (
     MergingStrategy,
     OutdatedDeletion,
     PruneResult,
+    ReconcileResult,
     RecordAction,
     RecordCount,
     RecordPage,
@@ -38,7 +42,7 @@ from nangopb.persist.v1 import persist_pb2, persist_pb2_grpc
 
 SERVICE = "persist"
 
-# Records: one call is a whole batch of up to 64 MB, written in one transaction.
+# Records: one call is a whole batch of up to MAX_BATCH_BYTES, written in one transaction.
 _RECORDS_TIMEOUT = 60.0
 
 _LEVELS: dict[Level, persist_pb2.LogLevel.ValueType] = {
@@ -92,10 +96,16 @@ RecordsInput = Sequence[Mapping[str, Any]] | bytes
 
 
 def _records_json(records: RecordsInput) -> bytes:
-    """Records as the JSON array persist takes; bytes pass through as already encoded."""
-    if isinstance(records, bytes):
-        return records
-    return json.dumps(list(records), separators=(",", ":"), ensure_ascii=False, default=str).encode()
+    """Records as the JSON array persist takes; bytes pass through as already encoded. A batch too large
+    for persist is refused here, where the message can still say why (gRPC would only say the call failed)."""
+    raw = (
+        records
+        if isinstance(records, bytes)
+        else json.dumps(list(records), separators=(",", ":"), ensure_ascii=False, default=str).encode()
+    )
+    if len(raw) > MAX_BATCH_BYTES:
+        raise InvalidRequest(f"a batch is at most {MAX_BATCH_BYTES // MB} MB of JSON ({len(raw) / MB:.1f} MB sent)")
+    return raw
 
 
 def _scope_pb(scope: RecordScope) -> persist_pb2.RecordScope:
@@ -199,6 +209,29 @@ class PersistClient:
         )
         reply = await invoke(SERVICE, self._stub.DeleteOutdatedRecords(request, timeout=_RECORDS_TIMEOUT))
         return OutdatedDeletion(reply.deleted, tuple(reply.deleted_keys))
+
+    async def start_reconcile(self, scope: RecordScope, pass_id: str) -> datetime:
+        """Open a reconcile pass of the model (replacing an unfinished one); records written from the
+        returned moment on are never deleted by it."""
+        request = persist_pb2.StartReconcileRequest(scope=_scope_pb(scope), pass_id=pass_id)
+        reply = await invoke(SERVICE, self._stub.StartReconcile(request, timeout=_RECORDS_TIMEOUT))
+        started_at: datetime = reply.started_at.ToDatetime(tzinfo=UTC)
+        return started_at
+
+    async def mark_records_seen(self, scope: RecordScope, pass_id: str, external_ids: Sequence[str]) -> None:
+        """Mark ids (at most 10,000) seen by the open pass; ReconcilePassNotOpen once it is not."""
+        request = persist_pb2.MarkRecordsSeenRequest(
+            scope=_scope_pb(scope), pass_id=pass_id, external_ids=list(external_ids)
+        )
+        await invoke(SERVICE, self._stub.MarkRecordsSeen(request, timeout=_RECORDS_TIMEOUT))
+
+    async def finish_reconcile(self, scope: RecordScope, pass_id: str, *, activity_log_id: str = "") -> ReconcileResult:
+        """Close the pass: the live records it did not see, and nobody wrote since it opened, are soft-deleted."""
+        request = persist_pb2.FinishReconcileRequest(
+            scope=_scope_pb(scope), pass_id=pass_id, activity_log_id=activity_log_id
+        )
+        reply = await invoke(SERVICE, self._stub.FinishReconcile(request, timeout=_RECORDS_TIMEOUT))
+        return ReconcileResult(reply.seen, reply.deleted, tuple(reply.deleted_keys))
 
     async def get_records(
         self,
@@ -338,6 +371,8 @@ __all__ = [
     "OutdatedDeletion",
     "PersistClient",
     "PruneResult",
+    "ReconcilePassNotOpen",
+    "ReconcileResult",
     "RecordAction",
     "RecordCount",
     "RecordPage",

@@ -17,4 +17,11 @@ class CheckpointConflict(Conflict):
     default_message = "The checkpoint was changed concurrently; read it again"
 
 
-__all__ = ["CheckpointConflict", "InvalidCursor"]
+class ReconcilePassNotOpen(Conflict):
+    """The reconcile pass named is not the open one of its model (finished, or replaced by a newer one)."""
+
+    code = "reconcile_pass_not_open"
+    default_message = "The reconcile pass is not open: it finished, or a newer pass replaced it"
+
+
+__all__ = ["CheckpointConflict", "InvalidCursor", "ReconcilePassNotOpen"]

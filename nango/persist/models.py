@@ -13,6 +13,13 @@ from nango.errors import InvalidRequest
 
 MODEL_PATTERN = re.compile(r"^[A-Z][a-zA-Z0-9_-]+(::[a-zA-Z0-9_-]+)?$")
 MAX_MODEL_LENGTH = 255
+MB = 1024 * 1024
+# A batch's JSON: under a gRPC message (64 MB) with room to spare, so a refused batch still reaches persist.
+MAX_BATCH_BYTES = 48 * MB
+# One record's JSON; with the page budget below, a page of records stays well under a gRPC message too.
+MAX_RECORD_BYTES = 16 * MB
+# A page of records stops once the payloads before its next record reach this.
+PAGE_BYTES_BUDGET = 32 * MB
 
 
 class MergingStrategy(Enum):
@@ -101,6 +108,15 @@ class OutdatedDeletion:
 
 
 @dataclass(frozen=True)
+class ReconcileResult:
+    """A finished reconcile pass: distinct ids it saw, and the records it soft-deleted."""
+
+    seen: int
+    deleted: int
+    deleted_keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class RecordQuery:
     cursor: str | None = None
     limit: int = 100
@@ -151,6 +167,10 @@ class Checkpoint:
 
 
 __all__ = [
+    "MAX_BATCH_BYTES",
+    "MAX_RECORD_BYTES",
+    "MB",
+    "PAGE_BYTES_BUDGET",
     "BatchContext",
     "BatchResult",
     "Checkpoint",
@@ -160,6 +180,7 @@ __all__ = [
     "MergingStrategy",
     "OutdatedDeletion",
     "PruneResult",
+    "ReconcileResult",
     "RecordAction",
     "RecordCount",
     "RecordPage",

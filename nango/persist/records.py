@@ -9,7 +9,7 @@ their (connection, model, external id) so a sealed payload cannot be moved to an
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import json
 import re
@@ -22,7 +22,12 @@ from uuid import UUID
 from nango.crypto import PayloadSealer
 from nango.errors import InvalidRequest
 from nango.persist.cursor import Cursor, decode_cursor, encode_cursor
+from nango.persist.errors import ReconcilePassNotOpen
 from nango.persist.models import (
+    MAX_BATCH_BYTES,
+    MAX_RECORD_BYTES,
+    MB,
+    PAGE_BYTES_BUDGET,
     BatchContext,
     BatchResult,
     ClearResult,
@@ -31,6 +36,7 @@ from nango.persist.models import (
     MergingStrategy,
     OutdatedDeletion,
     PruneResult,
+    ReconcileResult,
     RecordCount,
     RecordPage,
     RecordQuery,
@@ -43,8 +49,8 @@ from nango.persist.store import ExistingRecord, RecordStore, RecordWrite
 # Key lists in summaries stop here; counts stay exact.
 KEYS_CAP = 1000
 MAX_RECORDS_PER_BATCH = 10_000
-MAX_BATCH_BYTES = 64 * 1024 * 1024
 MAX_EXTERNAL_ID_LENGTH = 255
+MAX_PASS_ID_LENGTH = 100
 MAX_EXTERNAL_IDS_PER_QUERY = 100
 MAX_PAGE_SIZE = 10_000
 DEFAULT_PAGE_SIZE = 100
@@ -120,7 +126,7 @@ def _array_elements(raw: bytes) -> list[tuple[Any, str]]:
 def parse_record_batch(raw: bytes) -> list[IncomingRecord]:
     """A batch's JSON array of objects, each with a string or number `id`; InvalidRequest otherwise."""
     if len(raw) > MAX_BATCH_BYTES:
-        raise InvalidRequest(f"a batch is at most {MAX_BATCH_BYTES // (1024 * 1024)} MB of JSON")
+        raise InvalidRequest(f"a batch is at most {MAX_BATCH_BYTES // MB} MB of JSON")
     batch = []
     for index, (record, text) in enumerate(_array_elements(raw)):
         if not isinstance(record, dict):
@@ -166,6 +172,19 @@ def canonical_payload(record: dict[str, Any], index: int) -> bytes:
         raise InvalidRequest(f"records[{index}] holds a string that is not valid Unicode") from None
 
 
+def check_record_size(payload: bytes, index: int) -> None:
+    if len(payload) > MAX_RECORD_BYTES:
+        raise InvalidRequest(
+            f"records[{index}] is {len(payload) / MB:.1f} MB of JSON; a record holds at most "
+            f"{MAX_RECORD_BYTES // MB} MB"
+        )
+
+
+def check_pass_id(pass_id: str) -> None:
+    if not 1 <= len(pass_id) <= MAX_PASS_ID_LENGTH or not pass_id.isascii() or not pass_id.isprintable():
+        raise InvalidRequest(f"pass_id must be 1 to {MAX_PASS_ID_LENGTH} printable ASCII characters")
+
+
 def payload_hash(payload: bytes) -> bytes:
     return hashlib.blake2b(payload, digest_size=16).digest()
 
@@ -184,6 +203,7 @@ def prepare(records: Sequence[IncomingRecord]) -> tuple[list[PreparedRecord], li
             continue
         seen.add(external_id)
         payload = canonical_payload(incoming.record, index) if incoming.text is None else incoming.text.encode()
+        check_record_size(payload, index)
         prepared.append(PreparedRecord(external_id, payload, payload_hash(payload)))
     return prepared, repeated
 
@@ -292,12 +312,15 @@ class MergeGuard:
 
 class PageWriter:
     """Records as the public API shows them: payload plus `_nango_metadata`. This is the read hot path:
-    payloads are spliced as bytes, never parsed, and a page's few distinct timestamps are formatted once."""
+    payloads are spliced as bytes, never parsed, and the metadata before the cursor is built once per
+    distinct set of timestamps (a batch's records share theirs)."""
 
     def __init__(self, sealer: PayloadSealer, aad_prefix: bytes) -> None:
         self._sealer = sealer
         self._prefix = aad_prefix
         self._iso: dict[datetime, str] = {}
+        # (created, updated, deleted, pruned) -> (metadata up to the cursor's value, cursor text up to the id)
+        self._heads: dict[tuple[datetime, datetime, datetime | None, datetime | None], tuple[bytes, bytes]] = {}
 
     def _format(self, moment: datetime) -> str:
         text = self._iso.get(moment)
@@ -305,10 +328,14 @@ class PageWriter:
             text = self._iso[moment] = moment.isoformat(timespec="microseconds")
         return text
 
-    def record(self, row: Sequence[Any]) -> bytes:
-        external_id, record_id, data, created_at, updated_at, deleted_at, pruned_at = row
+    def _head(
+        self, created_at: datetime, updated_at: datetime, deleted_at: datetime | None, pruned_at: datetime | None
+    ) -> tuple[bytes, bytes]:
+        key = (created_at, updated_at, deleted_at, pruned_at)
+        found = self._heads.get(key)
+        if found is not None:
+            return found
         modified = self._format(updated_at)
-        cursor = base64.b64encode(f"{modified}||{record_id}".encode()).decode()
         if deleted_at is not None:
             action = "DELETED"
         elif created_at == updated_at:
@@ -319,15 +346,40 @@ class PageWriter:
         pruned = "null" if pruned_at is None else f'"{self._format(pruned_at)}"'
         metadata = (
             f'"_nango_metadata":{{"first_seen_at":"{self._format(created_at)}","last_modified_at":"{modified}",'
-            f'"last_action":"{action}","deleted_at":{deleted},"pruned_at":{pruned},"cursor":"{cursor}"}}}}'
+            f'"last_action":"{action}","deleted_at":{deleted},"pruned_at":{pruned},"cursor":"'
         ).encode()
+        # spliced after the payload's last value, or after the id of a pruned record
+        metadata = b"," + metadata
+        found = self._heads[key] = (metadata, f"{modified}||".encode())
+        return found
+
+    def _write(self, row: Sequence[Any], out: list[bytes | memoryview]) -> None:
+        external_id, record_id, data, created_at, updated_at, deleted_at, pruned_at = row
+        metadata, cursor_head = self._head(created_at, updated_at, deleted_at, pruned_at)
         if data is None:
-            return b'{"id":' + json.dumps(external_id, ensure_ascii=False).encode() + b"," + metadata
-        # a stored payload is a JSON object holding at least "id", so it ends with "}" after a value
-        return self._sealer.open(data, self._prefix + external_id.encode())[:-1] + b"," + metadata
+            out.append(b'{"id":' + json.dumps(external_id, ensure_ascii=False).encode())
+        else:
+            # a stored payload is a JSON object holding at least "id", so it ends with "}" after a value
+            out.append(memoryview(self._sealer.open(data, self._prefix + external_id.encode()))[:-1])
+        out.append(metadata)
+        # the cursor: base64("<last_modified_at>||<record uuid>")
+        out.append(binascii.b2a_base64(cursor_head + str(record_id).encode(), newline=False))
+        out.append(b'"}}')
+
+    def record(self, row: Sequence[Any]) -> bytes:
+        out: list[bytes | memoryview] = []
+        self._write(row, out)
+        return b"".join(out)
 
     def page(self, rows: Sequence[Sequence[Any]]) -> bytes:
-        return b"[" + b",".join([self.record(row) for row in rows]) + b"]"
+        """The JSON array of the rows, copied into one buffer once."""
+        out: list[bytes | memoryview] = [b"["]
+        for index, row in enumerate(rows):
+            if index:
+                out.append(b",")
+            self._write(row, out)
+        out.append(b"]")
+        return b"".join(out)
 
 
 class RecordsCache:
@@ -398,6 +450,7 @@ class RecordsCache:
                 merged = json.loads(self.sealer.open(row.data, prefix + row.external_id.encode()))
                 merged.update(partial)
                 payload = canonical_payload(merged, index)
+                check_record_size(payload, index)
                 digest = payload_hash(payload)
                 if digest == row.data_hash:
                     summary.unchanged()
@@ -444,15 +497,41 @@ class RecordsCache:
             count, keys = await model.delete_unseen(generation, KEYS_CAP)
         return OutdatedDeletion(count, tuple(keys))
 
+    async def start_reconcile(self, scope: RecordScope, pass_id: str) -> datetime:
+        """Open a reconcile pass of the model; records written from the returned moment on are kept."""
+        check_pass_id(pass_id)
+        async with self.store.locked(scope) as model:
+            return await model.start_reconcile(pass_id)
+
+    async def mark_seen(self, scope: RecordScope, pass_id: str, external_ids: Sequence[str]) -> None:
+        """Record ids as seen by the open pass; no record is written."""
+        check_pass_id(pass_id)
+        if len(external_ids) > MAX_RECORDS_PER_BATCH:
+            raise InvalidRequest(f"at most {MAX_RECORDS_PER_BATCH} ids per call")
+        for index, external_id in enumerate(external_ids):
+            if not 1 <= len(external_id) <= MAX_EXTERNAL_ID_LENGTH:
+                raise InvalidRequest(f"external_ids[{index}] must be 1 to {MAX_EXTERNAL_ID_LENGTH} characters long")
+        if external_ids and not await self.store.mark_seen(scope, pass_id, external_ids):
+            raise ReconcilePassNotOpen()
+
+    async def finish_reconcile(self, scope: RecordScope, pass_id: str) -> ReconcileResult:
+        """Close the pass, soft-deleting the live records it did not see and nobody wrote since it
+        opened; a pass that saw no id at all deletes nothing."""
+        check_pass_id(pass_id)
+        async with self.store.locked(scope) as model:
+            finished = await model.finish_reconcile(pass_id, KEYS_CAP)
+        if finished is None:
+            raise ReconcilePassNotOpen()
+        seen, deleted, keys = finished
+        return ReconcileResult(seen, deleted, tuple(keys))
+
     async def page(self, scope: RecordScope, query: RecordQuery) -> RecordPage:
         if not 1 <= query.limit <= MAX_PAGE_SIZE:
             raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE_SIZE}")
         if len(query.external_ids) > MAX_EXTERNAL_IDS_PER_QUERY:
             raise InvalidRequest(f"at most {MAX_EXTERNAL_IDS_PER_QUERY} ids per query")
         after = decode_cursor(query.cursor) if query.cursor else None
-        rows = await self.store.page(scope, query, after)
-        more = len(rows) > query.limit
-        rows = rows[: query.limit]
+        rows, more = await self.store.page(scope, query, after, PAGE_BYTES_BUDGET)
         body = PageWriter(self.sealer, self._aad_prefix(scope)).page(rows)
         return RecordPage(body, encode_cursor(rows[-1][4], rows[-1][1]) if more else None)
 

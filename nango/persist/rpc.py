@@ -7,8 +7,8 @@ from typing import Any, cast
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from nango.errors import InvalidRequest
-from nango.grpckit import json_bytes, json_value, require_scope
+from nango.errors import Forbidden, InvalidRequest
+from nango.grpckit import json_bytes, json_value, require_scope, task_scope
 from nango.oplog import Level, Message, MessageSource, MessageType, OperationsLog
 from nango.oplog.models import utcnow
 from nango.persist.coordination import Checkpoints, Locks
@@ -42,6 +42,9 @@ TASK_METHODS = frozenset(
         "UpdateRecords",
         "DeleteRecords",
         "DeleteOutdatedRecords",
+        "StartReconcile",
+        "MarkRecordsSeen",
+        "FinishReconcile",
         "GetRecords",
         "GetCheckpoint",
         "PutCheckpoint",
@@ -110,6 +113,15 @@ def log_message_from_pb(pb: persist_pb2.LogMessage, index: int) -> Message:
 def scope_from_pb(pb: persist_pb2.RecordScope) -> RecordScope:
     require_scope(pb.environment_id, pb.nango_connection_id)
     return RecordScope(pb.environment_id, pb.nango_connection_id, pb.model)
+
+
+def pass_from(scope_pb: persist_pb2.RecordScope, pass_id: str) -> RecordScope:
+    """The records a reconcile call reaches; a task token may only run the pass named after its task."""
+    scope = scope_from_pb(scope_pb)
+    token = task_scope()
+    if token is not None and pass_id != token.task_id:
+        raise Forbidden("a task's token may only run the reconcile pass named after its task")
+    return scope
 
 
 def generation_from(value: str, where: str) -> int:
@@ -246,6 +258,30 @@ class PersistServicer(persist_pb2_grpc.PersistServiceServicer):
             raise InvalidRequest("generation (the sync job id that started tracking deletes) is required")
         result = await self.records.delete_outdated(scope, generation_from(request.generation, "generation"))
         return persist_pb2.DeleteOutdatedRecordsResponse(deleted=result.deleted, deleted_keys=result.deleted_keys)
+
+    async def StartReconcile(
+        self, request: persist_pb2.StartReconcileRequest, context: grpc.aio.ServicerContext
+    ) -> persist_pb2.StartReconcileResponse:
+        scope = pass_from(request.scope, request.pass_id)
+        started_at = Timestamp()
+        started_at.FromDatetime(await self.records.start_reconcile(scope, request.pass_id))
+        return persist_pb2.StartReconcileResponse(started_at=started_at)
+
+    async def MarkRecordsSeen(
+        self, request: persist_pb2.MarkRecordsSeenRequest, context: grpc.aio.ServicerContext
+    ) -> persist_pb2.MarkRecordsSeenResponse:
+        scope = pass_from(request.scope, request.pass_id)
+        await self.records.mark_seen(scope, request.pass_id, list(request.external_ids))
+        return persist_pb2.MarkRecordsSeenResponse()
+
+    async def FinishReconcile(
+        self, request: persist_pb2.FinishReconcileRequest, context: grpc.aio.ServicerContext
+    ) -> persist_pb2.FinishReconcileResponse:
+        scope = pass_from(request.scope, request.pass_id)
+        result = await self.records.finish_reconcile(scope, request.pass_id)
+        return persist_pb2.FinishReconcileResponse(
+            deleted=result.deleted, deleted_keys=result.deleted_keys, seen=result.seen
+        )
 
     async def GetRecords(
         self, request: persist_pb2.GetRecordsRequest, context: grpc.aio.ServicerContext

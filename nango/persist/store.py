@@ -149,6 +149,46 @@ WITH seen AS (
 SELECT (SELECT count(*) FROM gone), ARRAY(SELECT external_id FROM gone LIMIT $5)
 """
 
+_OPEN_RECONCILE = """
+INSERT INTO reconcile_passes AS p (connection_id, model, pass_id, started_at) VALUES ($1, $2, $3, $4)
+ON CONFLICT (connection_id, model) DO UPDATE SET pass_id = EXCLUDED.pass_id, started_at = EXCLUDED.started_at
+WHERE p.pass_id <> EXCLUDED.pass_id
+RETURNING started_at
+"""
+
+_RECONCILE_STARTED_AT = (
+    "SELECT started_at FROM reconcile_passes WHERE connection_id = $1 AND model = $2 AND pass_id = $3"
+)
+
+_FORGET_OTHER_RECONCILES = "DELETE FROM reconcile_seen WHERE connection_id = $1 AND model = $2 AND pass_id <> $3"
+
+_MARK_SEEN = """
+INSERT INTO reconcile_seen (connection_id, model, pass_id, external_ids)
+SELECT $1, $2, $3, $4::text[]
+WHERE EXISTS (SELECT 1 FROM reconcile_passes WHERE connection_id = $1 AND model = $2 AND pass_id = $3)
+"""
+
+# Live records neither seen by the pass nor written since it started; nothing when it saw no id at all
+# (an empty listing is far likelier an upstream outage than every record gone).
+_DELETE_UNRECONCILED = """
+WITH seen AS (
+    SELECT DISTINCT unnest(external_ids) AS external_id FROM reconcile_seen
+    WHERE connection_id = $1 AND model = $2 AND pass_id = $3
+), gone AS (
+    UPDATE records AS r SET deleted_at = $5, updated_at = $5
+    WHERE r.connection_id = $1 AND r.model = $2 AND r.deleted_at IS NULL AND r.updated_at < $4
+      AND EXISTS (SELECT 1 FROM seen)
+      AND NOT EXISTS (SELECT 1 FROM seen WHERE seen.external_id = r.external_id)
+    RETURNING r.external_id
+)
+SELECT (SELECT count(*) FROM seen), (SELECT count(*) FROM gone), ARRAY(SELECT external_id FROM gone LIMIT $6)
+"""
+
+_FORGET_RECONCILE = [
+    "DELETE FROM reconcile_seen WHERE connection_id = $1 AND model = $2",
+    "DELETE FROM reconcile_passes WHERE connection_id = $1 AND model = $2",
+]
+
 _PRUNE_CANDIDATES = """
 SELECT external_id, size_bytes FROM records
 WHERE connection_id = $1 AND model = $2 AND pruned_at IS NULL AND (updated_at, id) <= ($3, $4)
@@ -250,6 +290,27 @@ class LockedModel:
         assert row is not None
         return int(row[0]), list(row[1])
 
+    async def start_reconcile(self, pass_id: str) -> datetime:
+        """Open a pass named `pass_id` (replacing another open one); when it started. Opening the open
+        pass again changes nothing."""
+        started_at = await self._conn.fetchval(_OPEN_RECONCILE, *self._keys, pass_id, self.now)
+        if started_at is None:
+            started_at = await self._conn.fetchval(_RECONCILE_STARTED_AT, *self._keys, pass_id)
+        await self._conn.execute(_FORGET_OTHER_RECONCILES, *self._keys, pass_id)
+        assert isinstance(started_at, datetime)
+        return started_at
+
+    async def finish_reconcile(self, pass_id: str, keys_cap: int) -> tuple[int, int, list[str]] | None:
+        """Close the pass: (ids seen, records deleted, capped keys), or None when it is not the open one."""
+        started_at = await self._conn.fetchval(_RECONCILE_STARTED_AT, *self._keys, pass_id)
+        if started_at is None:
+            return None
+        row = await self._conn.fetchrow(_DELETE_UNRECONCILED, *self._keys, pass_id, started_at, self.now, keys_cap)
+        assert row is not None
+        for sql in _FORGET_RECONCILE:
+            await self._conn.execute(sql, *self._keys)
+        return int(row[0]), int(row[1]), list(row[2])
+
     async def prune(self, until: Cursor, limit: int) -> tuple[int, bool, int]:
         """(records pruned, whether more remain up to `until`, payload bytes freed)."""
         rows = await self._conn.fetch(_PRUNE_CANDIDATES, *self._keys, until.updated_at, until.record_id, limit + 1)
@@ -263,7 +324,8 @@ class LockedModel:
         row = await self._conn.fetchrow(_CLEAR_STEP, *self._keys, limit)
         assert row is not None
         if row[0] < limit:
-            await self._conn.execute(_FORGET_SEEN, *self._keys)
+            for sql in (_FORGET_SEEN, *_FORGET_RECONCILE):
+                await self._conn.execute(sql, *self._keys)
         return int(row[0]), int(row[1])
 
     async def add_counts(self, environment_id: int, count: int, size_bytes: int) -> None:
@@ -283,8 +345,12 @@ class RecordStore:
             now = await conn.fetchval(_NOW, scope.connection_id, scope.model)
             yield LockedModel(conn, scope, now)
 
-    async def page(self, scope: RecordScope, query: RecordQuery, after: Cursor | None) -> list[Any]:
-        """Up to `query.limit + 1` rows in cursor order (one more tells whether another page follows)."""
+    async def page(
+        self, scope: RecordScope, query: RecordQuery, after: Cursor | None, byte_budget: int
+    ) -> tuple[list[Any], bool]:
+        """Up to `query.limit` rows in cursor order, and whether more follow. Rows stop early once the
+        payloads before a row reach `byte_budget` (the first row always comes): a page of large records
+        stays within what one answer may carry, and the payloads left out are never read."""
         args: list[Any] = [scope.connection_id, scope.model]
         where = ["connection_id = $1", "model = $2"]
         if after is not None:
@@ -298,15 +364,29 @@ class RecordStore:
             where.append(f"external_id = ANY(${len(args)}::text[])")
         if query.actions and set(query.actions) != set(RecordAction):
             where.append("(" + " OR ".join(_ACTION_FILTERS[a] for a in RecordAction if a in query.actions) + ")")
-        args.append(query.limit + 1)
+        args += [query.limit + 1, byte_budget]
+        # one row more than asked tells whether another page follows; the window runs over those rows only
         sql = (
-            f"SELECT {_PAGE_COLUMNS} FROM records WHERE {' AND '.join(where)} "
-            f"ORDER BY updated_at, id LIMIT ${len(args)}"
+            f"SELECT {_PAGE_COLUMNS}, fetched FROM ("
+            f"SELECT *, sum(size_bytes) OVER (ORDER BY updated_at, id ROWS UNBOUNDED PRECEDING) - size_bytes "
+            f"AS before, count(*) OVER () AS fetched FROM ("
+            f"SELECT {_PAGE_COLUMNS}, size_bytes FROM records WHERE {' AND '.join(where)} "
+            f"ORDER BY updated_at, id LIMIT ${len(args) - 1}) AS candidates) AS budgeted "
+            f"WHERE before < ${len(args)} ORDER BY updated_at, id"
         )
         async with self._pool.acquire() as conn, conn.transaction(readonly=True):
             await conn.execute(f"SELECT {_CUSTOM_PLANS}")
             rows: list[Any] = await conn.fetch(sql, *args)
-        return rows
+        if not rows:
+            return [], False
+        more = len(rows) > query.limit or len(rows) < rows[0][-1]
+        return [row[:-1] for row in rows[: query.limit]], more
+
+    async def mark_seen(self, scope: RecordScope, pass_id: str, external_ids: Sequence[str]) -> bool:
+        """Append ids to an open pass (no lock: a pass only grows); False when the pass is not open."""
+        async with self._pool.acquire() as conn:
+            status: str = await conn.execute(_MARK_SEEN, scope.connection_id, scope.model, pass_id, list(external_ids))
+        return status.split()[-1] == "1"
 
     async def cursor_at(self, scope: RecordScope, *, last: bool) -> tuple[datetime, UUID] | None:
         order = "DESC" if last else "ASC"

@@ -21,7 +21,15 @@ from nango.proxycore import ConnectionView, ProxyEngine, ProxySpec, UnsupportedP
 from nango.proxycore.auth import SIGNED_MODES
 from nango.runner.wire import RunTask
 from nango.sdk import errors as sdk_errors
-from nango.sdk.runtime import BatchSummary, LogLine, ProxyRequest, ProxyResponse, StoredCheckpoint, headers_of
+from nango.sdk.runtime import (
+    BatchSummary,
+    LogLine,
+    ProxyRequest,
+    ProxyResponse,
+    ReconcileSummary,
+    StoredCheckpoint,
+    headers_of,
+)
 from nango.server.client import ConnectionInfo, ServerClient
 from nangopb.common.v1 import common_pb2
 from nangopb.server.v1 import server_pb2, server_pb2_grpc
@@ -60,7 +68,9 @@ def connection_dict(info: ConnectionInfo) -> dict[str, Any]:
 
 
 def _summary(summary: RecordSummary) -> BatchSummary:
-    return BatchSummary(summary.added, summary.updated, summary.deleted, summary.unchanged)
+    return BatchSummary(
+        summary.added, summary.updated, summary.deleted, summary.unchanged, tuple(summary.non_unique_keys)
+    )
 
 
 class GrpcBackend:
@@ -230,9 +240,32 @@ class GrpcBackend:
         )
         return list(deleted.deleted_keys)
 
+    # reconcile passes: one per model, named after the task (persist lets a task token run only that one)
+
+    async def start_reconcile(self, model: str) -> None:
+        await self.persist.start_reconcile(self._scope(model), self.task.task_id)
+
+    async def mark_seen(self, model: str, ids: Sequence[str]) -> None:
+        await self.persist.mark_records_seen(self._scope(model), self.task.task_id, ids)
+
+    async def finish_reconcile(self, model: str) -> ReconcileSummary:
+        result = await self.persist.finish_reconcile(
+            self._scope(model), self.task.task_id, activity_log_id=self.task.activity_log_id
+        )
+        return ReconcileSummary(result.seen, result.deleted, list(result.deleted_keys))
+
     async def get_records(self, model: str, ids: Sequence[str]) -> list[dict[str, Any]]:
-        page = await self.persist.get_records(self._scope(model), external_ids=ids, limit=max(len(ids), 1))
-        return page.records()
+        # a page of large records can stop before the last id: follow its cursor
+        found: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            page = await self.persist.get_records(
+                self._scope(model), cursor=cursor, external_ids=ids, limit=max(len(ids), 1)
+            )
+            found += page.records()
+            if page.next_cursor is None:
+                return found
+            cursor = page.next_cursor
 
     # checkpoints
 

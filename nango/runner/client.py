@@ -65,6 +65,7 @@ def task_to_pb(task: TaskStart) -> runner_pb2.StartTaskRequest:
                 sync_job_id=task.sync.sync_job_id,
                 variant=task.sync.variant,
                 track_deletes=task.sync.track_deletes,
+                reconcile=task.sync.reconcile,
             )
         )
         if task.sync.last_sync_date is not None:
@@ -116,8 +117,11 @@ class RunnerClient:
         await self.close()
 
     async def start_task(self, task: TaskStart) -> bool:
-        """True when the runner took the task; False when it is full (try another runner)."""
-        reply = await invoke(SERVICE, self._stub.StartTask(task_to_pb(task), timeout=self._timeout))
+        """True when the runner took the task; False when it is full (try another runner). A runner that
+        is restarting gets until the timeout to come back (the channel waits for it to be ready instead of
+        failing at once while it reconnects): only one gone for longer fails the task."""
+        call = self._stub.StartTask(task_to_pb(task), timeout=self._timeout, wait_for_ready=True)
+        reply = await invoke(SERVICE, call)
         return bool(reply.accepted)
 
     async def abort_task(self, task_id: str, reason: str = "") -> bool:

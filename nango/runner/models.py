@@ -57,6 +57,8 @@ class SyncContext:
     variant: str = ""
     last_sync_date: datetime | None = None
     track_deletes: bool = False
+    # a reconcile pass: ids only, the unseen deleted (docs/functions.md); it has no sync job
+    reconcile: bool = False
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,7 @@ def task_from_pb(request: runner_pb2.StartTaskRequest) -> TaskStart:
     if request.HasField("sync"):
         pb = request.sync
         last = pb.last_sync_date.ToDatetime(tzinfo=UTC) if pb.HasField("last_sync_date") else None
-        sync = SyncContext(pb.sync_id, pb.sync_job_id, pb.variant, last, pb.track_deletes)
+        sync = SyncContext(pb.sync_id, pb.sync_job_id, pb.variant, last, pb.track_deletes, pb.reconcile)
     return TaskStart(
         task_id=_required(request.task_id, "task_id"),
         type=kind,

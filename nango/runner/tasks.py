@@ -232,6 +232,7 @@ class TaskManager:
             variant=sync.variant if sync else "",
             last_sync_date=sync.last_sync_date if sync else None,
             track_deletes=sync.track_deletes if sync else False,
+            reconcile=sync.reconcile if sync else False,
             attempt=task.attempt,
             debug=task.debug,
             end_user=connection.end_user,

@@ -62,6 +62,7 @@ class RunTask:
     variant: str = ""
     last_sync_date: datetime | None = None
     track_deletes: bool = False
+    reconcile: bool = False
     attempt: int = 0
     debug: bool = False
     end_user: dict[str, Any] | None = None

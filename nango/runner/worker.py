@@ -206,6 +206,7 @@ def _context(task: RunTask) -> TaskContext:
         variant=task.variant,
         last_sync_date=task.last_sync_date,
         track_deletes=task.track_deletes,
+        reconcile=task.reconcile,
         attempt=task.attempt,
         debug=task.debug,
         end_user=task.end_user,

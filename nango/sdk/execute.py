@@ -87,6 +87,11 @@ async def execute(definition: FunctionDefinition, nango: Nango, run_type: RunTyp
             raise FunctionNotFound(f"the sync {definition.name!r} has no webhook handler")
         await definition.webhook_handler(nango, parse_input(input_json))
         return b"null"
+    if run_type == "sync" and nango.is_reconcile:
+        await nango.open_reconcile_pass()
+        await definition.handler(nango)
+        await nango.close_reconcile_pass()
+        return b"null"
     await definition.handler(nango)
     if run_type == "sync" and (definition.track_deletes or nango.context.track_deletes):
         for model in definition.models:

@@ -26,6 +26,10 @@ from nango.sdk.pagination import PageRequest, pagination_config
 from nango.sdk.pagination import paginate as run_pagination
 
 BATCH_SIZE = 1000
+MB = 1024 * 1024
+# persist's limits (nango.persist.models): one record's JSON, and a batch well under one call's 48 MB
+MAX_RECORD_BYTES = 16 * MB
+MAX_CHUNK_BYTES = 32 * MB
 LOG_BATCH = 100
 LOG_FLUSH_SECONDS = 1.0
 LEVELS = ("debug", "info", "warn", "error")
@@ -53,6 +57,8 @@ class TaskContext:
     variant: str = ""
     last_sync_date: datetime | None = None
     track_deletes: bool = False
+    # a reconcile pass of the sync (docs/functions.md): records are only marked seen, the unseen deleted
+    reconcile: bool = False
     attempt: int = 0
     debug: bool = False
     end_user: dict[str, Any] | None = None
@@ -115,6 +121,17 @@ class BatchSummary:
     updated: int = 0
     deleted: int = 0
     unchanged: int = 0
+    # ids that appeared more than once in the batch (the first occurrence was kept)
+    non_unique_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReconcileSummary:
+    """A finished reconcile pass over one model: distinct ids seen, records deleted (keys capped)."""
+
+    seen: int
+    deleted: int
+    deleted_keys: list[str]
 
 
 @dataclass(frozen=True)
@@ -160,6 +177,12 @@ class Backend(Protocol):
     async def delete_outdated_records(self, model: str, generation: int) -> list[str]: ...
 
     async def get_records(self, model: str, ids: Sequence[str]) -> list[dict[str, Any]]: ...
+
+    async def start_reconcile(self, model: str) -> None: ...
+
+    async def mark_seen(self, model: str, ids: Sequence[str]) -> None: ...
+
+    async def finish_reconcile(self, model: str) -> ReconcileSummary: ...
 
     async def get_checkpoint(self, key: str) -> StoredCheckpoint | None: ...
 
@@ -218,6 +241,37 @@ def _list_adapter(model: type[BaseModel]) -> TypeAdapter[list[Any]]:
     if adapter is None:
         adapter = _adapters[model] = TypeAdapter(list[model])  # type: ignore[valid-type]
     return adapter
+
+
+def encode_chunks(model: str, records: list[Any], encode: Callable[[list[Any]], bytes]) -> list[bytes]:
+    """`records` as JSON arrays of at most BATCH_SIZE records and MAX_CHUNK_BYTES each (persist's batches).
+    InvalidRecord for a record over MAX_RECORD_BYTES, before anything is sent."""
+    chunks: list[bytes] = []
+    for start in range(0, len(records), BATCH_SIZE):
+        part = records[start : start + BATCH_SIZE]
+        data = encode(part)
+        # small enough that no record in it can be over the limit: sent as one batch
+        if len(data) <= MAX_RECORD_BYTES:
+            chunks.append(data)
+            continue
+        pending: list[bytes] = []
+        size = 2
+        for offset, record in enumerate(part):
+            one = encode([record])[1:-1]
+            if len(one) > MAX_RECORD_BYTES:
+                message = f"{len(one) / MB:.1f} MB of JSON, over the {MAX_RECORD_BYTES // MB} MB a record may hold"
+                raise InvalidRecord(model, start + offset, [{"loc": ("size",), "msg": message}])
+            if pending and size + len(one) + 1 > MAX_CHUNK_BYTES:
+                chunks.append(b"[" + b",".join(pending) + b"]")
+                pending, size = [], 2
+            pending.append(one)
+            size += len(one) + 1
+        chunks.append(b"[" + b",".join(pending) + b"]")
+    return chunks
+
+
+def _json_list(records: list[Any]) -> bytes:
+    return json.dumps(records, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _record_id(record: Any, model: str, index: int) -> str:
@@ -280,7 +334,13 @@ class Nango:
 
     @property
     def last_sync_date(self) -> datetime | None:
-        return self.context.last_sync_date
+        return None if self.context.reconcile else self.context.last_sync_date
+
+    @property
+    def is_reconcile(self) -> bool:
+        """True in a reconcile pass: `batch_save` only marks ids as seen, so the function may list ids
+        and skip fetching details; records it does not list are deleted at the end."""
+        return self.context.reconcile
 
     @property
     def activity_log_id(self) -> str:
@@ -391,6 +451,16 @@ class Nango:
         return definition.model(model)
 
     def _changed(self, model: str, summary: BatchSummary) -> None:
+        if summary.non_unique_keys:
+            repeated = summary.non_unique_keys
+            shown = ", ".join(repeated[:10]) + (", ..." if len(repeated) > 10 else "")
+            self.write_log(
+                LogLine(
+                    f"{len(repeated)} id(s) of model {model} appeared more than once in one batch; the first "
+                    f"record with each id was kept: {shown}",
+                    "warn",
+                )
+            )
         counts = self.results.setdefault(model, ModelCounts())
         counts.added += summary.added
         counts.updated += summary.updated
@@ -418,10 +488,10 @@ class Nango:
         """Validate `records` against the model, then upsert them in batches of 1,000."""
         cls = self._record_model(model)
         name = self.model_full_name(cls)
+        if self.context.reconcile:
+            return await self._mark_seen(name, records)
         validated = self._validated(cls, name, records, partial=False)
-        adapter = _list_adapter(cls)
-        for start in range(0, len(validated), BATCH_SIZE):
-            chunk = adapter.dump_json(validated[start : start + BATCH_SIZE])
+        for chunk in encode_chunks(name, validated, _list_adapter(cls).dump_json):
             self._changed(name, await self._backend.save_records(name, chunk))
         return True
 
@@ -429,10 +499,12 @@ class Nango:
         """Merge partial records (an `id` and the fields that changed) into the saved ones."""
         cls = self._record_model(model)
         name = self.model_full_name(cls)
+        if self.context.reconcile:
+            return await self._mark_seen(name, records)
         validated = self._validated(cls, name, records, partial=True)
-        for start in range(0, len(validated), BATCH_SIZE):
-            chunk = [r.model_dump(mode="json", exclude_unset=True) for r in validated[start : start + BATCH_SIZE]]
-            self._changed(name, await self._backend.update_records(name, json.dumps(chunk).encode()))
+        partials = [r.model_dump(mode="json", exclude_unset=True) for r in validated]
+        for chunk in encode_chunks(name, partials, _json_list):
+            self._changed(name, await self._backend.update_records(name, chunk))
         return True
 
     async def batch_delete(self, records: Sequence[Any], model: ModelRef) -> bool:
@@ -444,6 +516,38 @@ class Nango:
             chunk = json.dumps(ids[start : start + BATCH_SIZE]).encode()
             self._changed(name, await self._backend.delete_records(name, chunk))
         return True
+
+    async def _mark_seen(self, name: str, records: Sequence[Any]) -> bool:
+        """A reconcile pass: only the ids count (the rest of each record may be left out)."""
+        ids = [_record_id(record, name, index) for index, record in enumerate(records)]
+        for start in range(0, len(ids), BATCH_SIZE):
+            await self._backend.mark_seen(name, ids[start : start + BATCH_SIZE])
+        return True
+
+    async def open_reconcile_pass(self) -> None:
+        """Platform side of a reconcile pass (`execute` calls it): open one pass per model of the sync."""
+        for model in self._reconciled_models():
+            await self._backend.start_reconcile(model)
+
+    async def close_reconcile_pass(self) -> None:
+        """After the function returned: delete, per model, the live records the pass did not see."""
+        for model in self._reconciled_models():
+            summary = await self._backend.finish_reconcile(model)
+            self._changed(model, BatchSummary(deleted=summary.deleted))
+            shown = ", ".join(summary.deleted_keys[:10]) + (", ..." if summary.deleted > 10 else "")
+            self.write_log(
+                LogLine(
+                    f"reconcile pass over {model}: {summary.seen} id(s) seen, {summary.deleted} record(s) deleted"
+                    + (f": {shown}" if summary.deleted else "")
+                    + ("" if summary.seen else " (a pass that sees no id deletes nothing)")
+                )
+            )
+
+    def _reconciled_models(self) -> list[str]:
+        definition = self.definition
+        if definition is None or definition.kind != "sync":
+            raise SdkError("a reconcile pass runs a sync")
+        return [self.model_full_name(model) for model in definition.models]
 
     async def get_records_by_ids(self, ids: Sequence[str | int], model: ModelRef) -> dict[str, dict[str, Any]]:
         """The live records with these ids, by id; missing and deleted ones are left out."""
@@ -469,6 +573,8 @@ class Nango:
         """Begin a full pass over `model`: records not saved from here to `track_deletes_end` get deleted.
         A pass left unfinished by an earlier run is continued, not restarted."""
         name = self.model_full_name(self._record_model(model))
+        if self.context.reconcile:
+            return  # the pass itself tracks every model of the sync
         key = self._track_deletes_key(name)
         stored = await self._backend.get_checkpoint(key)
         if stored is not None and stored.value is not None:
@@ -482,6 +588,8 @@ class Nango:
     async def track_deletes_end(self, model: ModelRef) -> dict[str, list[str]]:
         """Delete the records of `model` not saved since `track_deletes_start`; returns their ids."""
         name = self.model_full_name(self._record_model(model))
+        if self.context.reconcile:
+            return {"deleted_keys": []}
         key = self._track_deletes_key(name)
         stored = await self._backend.get_checkpoint(key)
         if stored is None or stored.value is None:
@@ -494,6 +602,8 @@ class Nango:
     async def delete_outdated_records(self, model: ModelRef) -> list[str]:
         """Legacy track deletes: delete what this run did not save."""
         name = self.model_full_name(self._record_model(model))
+        if self.context.reconcile:
+            return []
         deleted = await self._backend.delete_outdated_records(name, self._generation())
         self._changed(name, BatchSummary(deleted=len(deleted)))
         return deleted
@@ -506,7 +616,10 @@ class Nango:
         return stored.value if stored is not None else None
 
     async def get_checkpoint(self) -> dict[str, Any] | None:
-        """This function's checkpoint for this connection; None on a first (or reset) run."""
+        """This function's checkpoint for this connection; None on a first (or reset) run, and in a
+        reconcile pass (which lists everything and leaves the checkpoint alone)."""
+        if self.context.reconcile:
+            return None
         return await self._read_checkpoint(self.context.checkpoint_key)
 
     async def save_checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
@@ -516,6 +629,8 @@ class Nango:
             isinstance(k, str) and isinstance(v, _CHECKPOINT_VALUES) for k, v in checkpoint.items()
         ):
             raise SdkError("a checkpoint is a flat dict of str keys and str, int, float or bool values")
+        if self.context.reconcile:
+            return
         key = self.context.checkpoint_key
         if key not in self._checkpoint_versions:
             await self._read_checkpoint(key)
@@ -524,6 +639,8 @@ class Nango:
         )
 
     async def clear_checkpoint(self) -> None:
+        if self.context.reconcile:
+            return
         key = self.context.checkpoint_key
         stored = await self._backend.get_checkpoint(key)
         known = self._checkpoint_versions.get(key)
@@ -659,6 +776,8 @@ class Nango:
 
 __all__ = [
     "BATCH_SIZE",
+    "MAX_CHUNK_BYTES",
+    "MAX_RECORD_BYTES",
     "Backend",
     "BatchSummary",
     "LogLevel",
@@ -667,6 +786,7 @@ __all__ = [
     "Nango",
     "ProxyRequest",
     "ProxyResponse",
+    "ReconcileSummary",
     "StoredCheckpoint",
     "TaskContext",
     "headers_of",

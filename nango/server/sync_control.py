@@ -37,7 +37,7 @@ from nango.server.functions import FunctionService
 from nango.server.records import BASE_VARIANT, model_key
 from nango.server.store.connections import ConnectionFilter, ConnectionRow
 from nango.server.store.functions import FunctionRow, SyncRow
-from nango.server.syncs import schedule_name
+from nango.server.syncs import reconcile_schedule_name, schedule_name
 
 log = logging.getLogger(__name__)
 
@@ -251,6 +251,10 @@ class SyncControl:
             except ScheduleNotFound:
                 await self._reschedule(target)
                 await self.orchestrator.set_schedules_state([target.schedule], state)
+            if target.function.reconcile_deletes:
+                # a paused sync is not reconciled either; `_reschedule` above made a missing one
+                with contextlib.suppress(ScheduleNotFound):
+                    await self.orchestrator.set_schedules_state([reconcile_schedule_name(target.sync)], state)
 
     async def _reschedule(self, target: SyncTarget) -> None:
         """Recreate a schedule the orchestrator lost (its database reset, say)."""

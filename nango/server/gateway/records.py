@@ -36,9 +36,10 @@ def _iso_datetime(value: Any) -> datetime:
         raise ValueError("must be an ISO-8601 date and time, e.g. 2024-05-01T10:00:00.000Z")
     try:
         moment = datetime.fromisoformat(value)
-    except ValueError:
+        # a moment whose UTC form is past year 9999 cannot be passed on
+        moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
         raise ValueError("must be an ISO-8601 date and time, e.g. 2024-05-01T10:00:00.000Z") from None
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     if moment < datetime.now(UTC) - MODIFIED_AFTER_WINDOW:
         raise ValueError("must be within the last 12 months")
     return moment

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import itertools
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,8 +20,8 @@ import pytest
 
 from nango.config import load
 from nango.crypto import generate_key
-from nango.errors import InvalidRequest
-from nango.grpckit import check_health, invoke, open_channel
+from nango.errors import Forbidden, InvalidRequest
+from nango.grpckit import TaskScope, check_health, invoke, mint_task_token, open_channel
 from nango.persist.app import run
 from nango.persist.client import (
     BatchContext,
@@ -29,9 +30,11 @@ from nango.persist.client import (
     Merging,
     MergingStrategy,
     PersistClient,
+    ReconcilePassNotOpen,
     RecordAction,
     RecordScope,
 )
+from nango.persist.models import MAX_RECORD_BYTES, MB, PAGE_BYTES_BUDGET
 from nango.persist.settings import PersistSettings
 from nangopb.persist.v1 import persist_pb2, persist_pb2_grpc
 from tests.conftest import free_port
@@ -254,6 +257,48 @@ async def test_a_batch_with_one_invalid_record_writes_nothing(client: PersistCli
 
     assert await raw_rows(db, scope) == before
     assert (await client.count_records(ENV, [scope.connection_id]))[0].count == 20
+
+
+async def test_record_and_batch_size_limits_are_clear_and_write_nothing(
+    client: PersistClient, db: asyncpg.Connection
+) -> None:
+    scope = new_scope()
+    await client.save_records(scope, [contact(i) for i in range(3)])
+    before = await raw_rows(db, scope)
+    too_big = {"id": "big", "blob": "x" * MAX_RECORD_BYTES}
+    with pytest.raises(InvalidRequest, match=r"records\[1\] is 16.0 MB of JSON; a record holds at most 16 MB"):
+        await client.save_records(scope, [contact(9), too_big])
+    with pytest.raises(InvalidRequest, match=r"records\[0\] is 16.0 MB of JSON"):
+        await client.update_records(scope, [{"id": "c-1", "blob": "x" * MAX_RECORD_BYTES}])
+    # refused by the client before sending: gRPC would only say the message is too large
+    with pytest.raises(InvalidRequest, match=r"a batch is at most 48 MB of JSON \(5\d.\d MB sent\)"):
+        await client.save_records(scope, [{"id": str(i), "blob": "x" * (10 * MB)} for i in range(5)])
+    assert await raw_rows(db, scope) == before
+
+
+async def test_pages_of_large_records_stop_at_the_byte_budget(client: PersistClient) -> None:
+    scope = new_scope("Blob")
+    size = 10 * MB
+    for i in range(7):
+        await client.save_records(scope, [{"id": f"b{i}", "blob": str(i) * size}])
+    await client.save_records(scope, [{"id": f"s{i}", "blob": "small"} for i in range(5)])
+    pages = []
+    cursor = None
+    for _ in range(20):
+        page = await client.get_records(scope, cursor=cursor, limit=10_000)
+        pages.append([r["id"] for r in page.records()])
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    # payloads before a page's last record stay under PAGE_BYTES_BUDGET (32 MB): four 10 MB records a page
+    assert pages[0] == ["b0", "b1", "b2", "b3"]
+    # one batch shares a timestamp: its records follow in id order
+    assert (len(pages), pages[1][:3], sorted(pages[1][3:])) == (2, ["b4", "b5", "b6"], ["s0", "s1", "s2", "s3", "s4"])
+    assert PAGE_BYTES_BUDGET == 32 * MB
+    one = await client.get_records(scope, limit=1)
+    assert ([r["id"] for r in one.records()], one.next_cursor is not None) == (["b0"], True)
+    filtered = await client.get_records(scope, external_ids=["s1", "b6", "b0"], limit=3)
+    assert [r["id"] for r in filtered.records()] == ["b0", "b6", "s1"]
 
 
 @pytest.mark.parametrize(
@@ -621,3 +666,71 @@ async def test_timestamps_have_microseconds(client: PersistClient) -> None:
     for name in ("first_seen_at", "last_modified_at"):
         assert len(meta[name]) == len("2024-05-01T10:00:00.123456+00:00"), meta[name]
         assert datetime.fromisoformat(meta[name]) - datetime.now(UTC) < timedelta(minutes=1)
+
+
+async def test_a_reconcile_pass_deletes_only_what_it_did_not_see_and_nobody_wrote_since(
+    client: PersistClient, db: asyncpg.Connection
+) -> None:
+    scope = new_scope()
+    await client.save_records(scope, [contact(i) for i in range(10)])
+    started_at = await client.start_reconcile(scope, "pass-1")
+    before = await raw_rows(db, scope)
+    assert all(row["updated_at"] < started_at for row in before.values())
+    await client.mark_records_seen(scope, "pass-1", [f"c-{i}" for i in range(6)])
+    await client.mark_records_seen(scope, "pass-1", ["c-1", "c-2"])
+    # written while the pass lists: a change and a new record are kept; saving c-8 unchanged writes
+    # nothing, so c-8 (which the listing did not see) is deleted like c-6 and c-9
+    await client.save_records(scope, [contact(7, version=2), contact(10), contact(8)])
+
+    result = await client.finish_reconcile(scope, "pass-1")
+
+    assert (result.seen, result.deleted, sorted(result.deleted_keys)) == (6, 3, ["c-6", "c-8", "c-9"])
+    after = await raw_rows(db, scope)
+    assert sorted(k for k, row in after.items() if row["deleted_at"] is not None) == ["c-6", "c-8", "c-9"]
+    # what the pass saw was not written at all
+    assert {f"c-{i}": after[f"c-{i}"]["xmin"] for i in range(6)} == {
+        f"c-{i}": before[f"c-{i}"]["xmin"] for i in range(6)
+    }
+    with pytest.raises(ReconcilePassNotOpen):
+        await client.finish_reconcile(scope, "pass-1")
+    assert await db.fetchval("SELECT count(*) FROM reconcile_seen WHERE connection_id = $1", scope.connection_id) == 0
+
+
+async def test_a_reconcile_pass_that_saw_nothing_deletes_nothing_and_a_newer_pass_replaces_it(
+    client: PersistClient, db: asyncpg.Connection
+) -> None:
+    scope = new_scope()
+    await client.save_records(scope, [contact(i) for i in range(3)])
+    await client.start_reconcile(scope, "old")
+    await client.mark_records_seen(scope, "old", ["c-0"])
+    await client.start_reconcile(scope, "new")
+    with pytest.raises(ReconcilePassNotOpen):
+        await client.mark_records_seen(scope, "old", ["c-1"])
+    with pytest.raises(ReconcilePassNotOpen):
+        await client.finish_reconcile(scope, "old")
+    result = await client.finish_reconcile(scope, "new")
+    assert (result.seen, result.deleted) == (0, 0)
+    assert all(row["deleted_at"] is None for row in (await raw_rows(db, scope)).values())
+
+
+async def test_reconcile_input_is_checked(client: PersistClient, persist: Persist) -> None:
+    scope = new_scope()
+    await client.save_records(scope, [contact(1)])
+    for pass_id in ("", "x" * 101, "tab\there", "é"):
+        with pytest.raises(InvalidRequest, match="pass_id"):
+            await client.start_reconcile(scope, pass_id)
+    await client.start_reconcile(scope, "checked")
+    with pytest.raises(InvalidRequest, match="at most 10000 ids"):
+        await client.mark_records_seen(scope, "checked", [str(i) for i in range(10_001)])
+    with pytest.raises(InvalidRequest, match=r"external_ids\[1\]"):
+        await client.mark_records_seen(scope, "checked", ["ok", "x" * 256])
+    # a task's token runs the pass named after its task only, on its own connection
+    token = mint_task_token(TOKEN, TaskScope("task-7", ENV, scope.connection_id, time.time() + 60))
+    async with PersistClient(persist.target, None, task_token=token) as task_client:
+        with pytest.raises(Forbidden):
+            await task_client.start_reconcile(scope, "checked")
+        with pytest.raises(Forbidden):
+            await task_client.start_reconcile(new_scope(), "task-7")
+        await task_client.start_reconcile(scope, "task-7")
+        await task_client.mark_records_seen(scope, "task-7", ["c-1"])
+        assert (await task_client.finish_reconcile(scope, "task-7")).deleted == 0

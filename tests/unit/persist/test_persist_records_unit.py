@@ -63,6 +63,12 @@ def test_a_cursor_in_another_offset_is_the_same_instant() -> None:
         base64.b64encode(f"2024-05-01T10:00:00+00:00|{RECORD_ID}".encode()).decode(),
         base64.b64encode(f"2024-05-01T10:00:00+00:00||{RECORD_ID.hex}".encode()).decode(),
         base64.b64encode(f"2024-05-01T10:00:00+00:00||{RECORD_ID}||x".encode()).decode(),
+        base64.b64encode(f"0001-01-01T00:00:00+14:00||{RECORD_ID}".encode()).decode(),  # before year 1 in UTC
+        base64.b64encode(f"9999-12-31T23:59:59-14:00||{RECORD_ID}".encode()).decode(),  # after 9999 in UTC
+        base64.b64encode(f"2024-05-01T10:00:00+00:00\x00||{RECORD_ID}".encode()).decode(),
+        base64.b64encode(f"2024-05-01 10:00:00+00:00||{RECORD_ID}".encode()).decode(),
+        base64.b64encode(f"2024-05-01T10:00:00+00:00||{{{RECORD_ID}}}".encode()).decode(),
+        base64.b64encode(f" 2024-05-01T10:00:00+00:00||{RECORD_ID}".encode()).decode(),
         encode_cursor(MOMENT, RECORD_ID)[:-4],  # truncated
         encode_cursor(MOMENT, RECORD_ID) + "x",
     ],

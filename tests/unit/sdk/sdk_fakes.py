@@ -13,6 +13,7 @@ from nango.sdk.runtime import (
     LogLine,
     ProxyRequest,
     ProxyResponse,
+    ReconcileSummary,
     StoredCheckpoint,
     TaskContext,
     headers_of,
@@ -45,6 +46,9 @@ class FakeBackend:
     updated: list[tuple[str, list[Any]]] = field(default_factory=list)
     deleted: list[tuple[str, list[Any]]] = field(default_factory=list)
     outdated: list[tuple[str, int]] = field(default_factory=list)
+    # reconcile passes: model -> ids marked seen (None until opened); finished models in order
+    reconciling: dict[str, list[str]] = field(default_factory=dict)
+    reconciled: list[str] = field(default_factory=list)
     checkpoints: dict[str, StoredCheckpoint] = field(default_factory=dict)
     logs: list[LogLine] = field(default_factory=list)
     log_calls: int = 0
@@ -77,6 +81,18 @@ class FakeBackend:
     async def delete_outdated_records(self, model: str, generation: int) -> list[str]:
         self.outdated.append((model, generation))
         return ["gone"]
+
+    async def start_reconcile(self, model: str) -> None:
+        self.reconciling[model] = []
+
+    async def mark_seen(self, model: str, ids: Sequence[str]) -> None:
+        self.reconciling[model].extend(ids)
+
+    async def finish_reconcile(self, model: str) -> ReconcileSummary:
+        self.reconciled.append(model)
+        seen = set(self.reconciling.pop(model))
+        gone = sorted({str(r["id"]) for m, batch in self.saved if m == model for r in batch} - seen)
+        return ReconcileSummary(len(seen), len(gone), gone)
 
     async def get_records(self, model: str, ids: Sequence[str]) -> list[dict[str, Any]]:
         return [r for m, batch in self.saved if m == model for r in batch if str(r["id"]) in ids]

@@ -3,6 +3,7 @@ partial updates, deletions and track-deletes bookkeeping."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -10,7 +11,7 @@ from sdk_fakes import FakeBackend, context
 
 from nango.sdk import InvalidRecord, Model, Nango, SdkError, sync
 from nango.sdk.definitions import FunctionDefinition, clear_registry, registered
-from nango.sdk.runtime import ModelCounts
+from nango.sdk.runtime import MAX_CHUNK_BYTES, MAX_RECORD_BYTES, MB, BatchSummary, ModelCounts
 
 
 class Contact(Model):
@@ -127,3 +128,43 @@ async def test_track_deletes_needs_a_sync_job_id(definition: FunctionDefinition)
     nango = nango_for(definition, FakeBackend(), sync_job_id="")
     with pytest.raises(SdkError, match="sync job id"):
         await nango.track_deletes_start("Contact")
+
+
+async def test_large_records_are_sent_in_batches_under_the_byte_limit(definition: FunctionDefinition) -> None:
+    backend = FakeBackend()
+    nango = nango_for(definition, backend)
+    big = "x" * (10 * MB)
+    await nango.batch_save([Contact(id=str(i), name=big) for i in range(7)] + [Contact(id="s", name="s")], "Contact")
+    # three 10 MB records per batch keep each batch under MAX_CHUNK_BYTES
+    assert [[r["id"] for r in batch] for _, batch in backend.saved] == [["0", "1", "2"], ["3", "4", "5"], ["6", "s"]]
+    assert all(len(json.dumps(batch)) <= MAX_CHUNK_BYTES for _, batch in backend.saved)
+    assert nango.results["Contact"].added == 8
+
+
+async def test_a_record_over_the_size_limit_sends_nothing(definition: FunctionDefinition) -> None:
+    backend = FakeBackend()
+    nango = nango_for(definition, backend)
+    records = [Contact(id="a", name="a"), Contact(id="b", name="x" * (MAX_RECORD_BYTES + 1))]
+    with pytest.raises(InvalidRecord, match=r"record 1 of model Contact is invalid: size: 16.0 MB of JSON, over"):
+        await nango.batch_save(records, "Contact")
+    with pytest.raises(InvalidRecord, match=r"record 1 of model Contact is invalid: size"):
+        await nango.batch_update([{"id": "a"}, {"id": "b", "name": "x" * (MAX_RECORD_BYTES + 1)}], "Contact")
+    assert backend.saved == backend.updated == []
+
+
+async def test_repeated_ids_in_a_batch_are_logged_as_a_warning(definition: FunctionDefinition) -> None:
+    class Repeating(FakeBackend):
+        async def save_records(self, model: str, records: bytes) -> BatchSummary:
+            ids = [str(r["id"]) for r in json.loads(records)]
+            repeated = tuple(i for n, i in enumerate(ids) if i in ids[:n])
+            return BatchSummary(added=len(set(ids)), non_unique_keys=repeated)
+
+    backend = Repeating()
+    nango = nango_for(definition, backend)
+    await nango.batch_save([{"id": "a", "name": "1"}, {"id": "b", "name": "2"}, {"id": "a", "name": "3"}], "Contact")
+    await nango.finish()
+    assert nango.results["Contact"].added == 2
+    (line,) = backend.logs
+    assert line.level == "warn"
+    assert "1 id(s) of model Contact appeared more than once in one batch" in line.message
+    assert line.message.endswith(": a")

@@ -434,6 +434,151 @@ class DeleteOutdatedRecordsResponse(_message.Message):
 Global___DeleteOutdatedRecordsResponse: _TypeAlias = DeleteOutdatedRecordsResponse  # noqa: Y015
 
 @_typing.final
+class StartReconcileRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCOPE_FIELD_NUMBER: _builtins.int
+    PASS_ID_FIELD_NUMBER: _builtins.int
+    pass_id: _builtins.str
+    """Names the pass; a task token may only name its own task id."""
+    @_builtins.property
+    def scope(self) -> Global___RecordScope: ...
+    def __init__(
+        self,
+        *,
+        scope: Global___RecordScope | None = ...,
+        pass_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["scope", b"scope"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pass_id", b"pass_id", "scope", b"scope"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartReconcileRequest: _TypeAlias = StartReconcileRequest  # noqa: Y015
+
+@_typing.final
+class StartReconcileResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp:
+        """Records written from this moment on are never deleted by the pass."""
+
+    def __init__(
+        self,
+        *,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["started_at", b"started_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["started_at", b"started_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartReconcileResponse: _TypeAlias = StartReconcileResponse  # noqa: Y015
+
+@_typing.final
+class MarkRecordsSeenRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCOPE_FIELD_NUMBER: _builtins.int
+    PASS_ID_FIELD_NUMBER: _builtins.int
+    EXTERNAL_IDS_FIELD_NUMBER: _builtins.int
+    pass_id: _builtins.str
+    @_builtins.property
+    def scope(self) -> Global___RecordScope: ...
+    @_builtins.property
+    def external_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """At most 10,000 ids per call."""
+
+    def __init__(
+        self,
+        *,
+        scope: Global___RecordScope | None = ...,
+        pass_id: _builtins.str = ...,
+        external_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["scope", b"scope"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["external_ids", b"external_ids", "pass_id", b"pass_id", "scope", b"scope"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MarkRecordsSeenRequest: _TypeAlias = MarkRecordsSeenRequest  # noqa: Y015
+
+@_typing.final
+class MarkRecordsSeenResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MarkRecordsSeenResponse: _TypeAlias = MarkRecordsSeenResponse  # noqa: Y015
+
+@_typing.final
+class FinishReconcileRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCOPE_FIELD_NUMBER: _builtins.int
+    PASS_ID_FIELD_NUMBER: _builtins.int
+    ACTIVITY_LOG_ID_FIELD_NUMBER: _builtins.int
+    pass_id: _builtins.str
+    activity_log_id: _builtins.str
+    @_builtins.property
+    def scope(self) -> Global___RecordScope: ...
+    def __init__(
+        self,
+        *,
+        scope: Global___RecordScope | None = ...,
+        pass_id: _builtins.str = ...,
+        activity_log_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["scope", b"scope"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity_log_id", b"activity_log_id", "pass_id", b"pass_id", "scope", b"scope"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FinishReconcileRequest: _TypeAlias = FinishReconcileRequest  # noqa: Y015
+
+@_typing.final
+class FinishReconcileResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETED_FIELD_NUMBER: _builtins.int
+    DELETED_KEYS_FIELD_NUMBER: _builtins.int
+    SEEN_FIELD_NUMBER: _builtins.int
+    deleted: _builtins.int
+    seen: _builtins.int
+    """Distinct ids the pass saw."""
+    @_builtins.property
+    def deleted_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Capped; `deleted` is exact."""
+
+    def __init__(
+        self,
+        *,
+        deleted: _builtins.int = ...,
+        deleted_keys: _abc.Iterable[_builtins.str] | None = ...,
+        seen: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted", "deleted_keys", b"deleted_keys", "seen", b"seen"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FinishReconcileResponse: _TypeAlias = FinishReconcileResponse  # noqa: Y015
+
+@_typing.final
 class GetRecordsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

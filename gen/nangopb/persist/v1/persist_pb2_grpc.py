@@ -56,6 +56,21 @@ class PersistServiceStub:
                 request_serializer=nangopb_dot_persist_dot_v1_dot_persist__pb2.DeleteOutdatedRecordsRequest.SerializeToString,
                 response_deserializer=nangopb_dot_persist_dot_v1_dot_persist__pb2.DeleteOutdatedRecordsResponse.FromString,
                 _registered_method=True)
+        self.StartReconcile = channel.unary_unary(
+                '/nangopb.persist.v1.PersistService/StartReconcile',
+                request_serializer=nangopb_dot_persist_dot_v1_dot_persist__pb2.StartReconcileRequest.SerializeToString,
+                response_deserializer=nangopb_dot_persist_dot_v1_dot_persist__pb2.StartReconcileResponse.FromString,
+                _registered_method=True)
+        self.MarkRecordsSeen = channel.unary_unary(
+                '/nangopb.persist.v1.PersistService/MarkRecordsSeen',
+                request_serializer=nangopb_dot_persist_dot_v1_dot_persist__pb2.MarkRecordsSeenRequest.SerializeToString,
+                response_deserializer=nangopb_dot_persist_dot_v1_dot_persist__pb2.MarkRecordsSeenResponse.FromString,
+                _registered_method=True)
+        self.FinishReconcile = channel.unary_unary(
+                '/nangopb.persist.v1.PersistService/FinishReconcile',
+                request_serializer=nangopb_dot_persist_dot_v1_dot_persist__pb2.FinishReconcileRequest.SerializeToString,
+                response_deserializer=nangopb_dot_persist_dot_v1_dot_persist__pb2.FinishReconcileResponse.FromString,
+                _registered_method=True)
         self.GetRecords = channel.unary_unary(
                 '/nangopb.persist.v1.PersistService/GetRecords',
                 request_serializer=nangopb_dot_persist_dot_v1_dot_persist__pb2.GetRecordsRequest.SerializeToString,
@@ -146,6 +161,28 @@ class PersistServiceServicer:
 
     def DeleteOutdatedRecords(self, request, context):
         """Soft-deletes every record of a model not seen since a generation (track deletes).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartReconcile(self, request, context):
+        """Opens a reconcile pass over a model (replacing an unfinished one): ids are marked seen during the
+        pass, and finishing it soft-deletes the live records neither seen nor written since it opened.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MarkRecordsSeen(self, request, context):
+        """Marks ids seen by an open reconcile pass; writes no record.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FinishReconcile(self, request, context):
+        """Closes a reconcile pass, soft-deleting what it did not see (nothing when it saw no id at all).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -253,6 +290,21 @@ def add_PersistServiceServicer_to_server(servicer, server):
                     servicer.DeleteOutdatedRecords,
                     request_deserializer=nangopb_dot_persist_dot_v1_dot_persist__pb2.DeleteOutdatedRecordsRequest.FromString,
                     response_serializer=nangopb_dot_persist_dot_v1_dot_persist__pb2.DeleteOutdatedRecordsResponse.SerializeToString,
+            ),
+            'StartReconcile': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartReconcile,
+                    request_deserializer=nangopb_dot_persist_dot_v1_dot_persist__pb2.StartReconcileRequest.FromString,
+                    response_serializer=nangopb_dot_persist_dot_v1_dot_persist__pb2.StartReconcileResponse.SerializeToString,
+            ),
+            'MarkRecordsSeen': grpc.unary_unary_rpc_method_handler(
+                    servicer.MarkRecordsSeen,
+                    request_deserializer=nangopb_dot_persist_dot_v1_dot_persist__pb2.MarkRecordsSeenRequest.FromString,
+                    response_serializer=nangopb_dot_persist_dot_v1_dot_persist__pb2.MarkRecordsSeenResponse.SerializeToString,
+            ),
+            'FinishReconcile': grpc.unary_unary_rpc_method_handler(
+                    servicer.FinishReconcile,
+                    request_deserializer=nangopb_dot_persist_dot_v1_dot_persist__pb2.FinishReconcileRequest.FromString,
+                    response_serializer=nangopb_dot_persist_dot_v1_dot_persist__pb2.FinishReconcileResponse.SerializeToString,
             ),
             'GetRecords': grpc.unary_unary_rpc_method_handler(
                     servicer.GetRecords,
@@ -425,6 +477,87 @@ class PersistService:
             '/nangopb.persist.v1.PersistService/DeleteOutdatedRecords',
             nangopb_dot_persist_dot_v1_dot_persist__pb2.DeleteOutdatedRecordsRequest.SerializeToString,
             nangopb_dot_persist_dot_v1_dot_persist__pb2.DeleteOutdatedRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartReconcile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nangopb.persist.v1.PersistService/StartReconcile',
+            nangopb_dot_persist_dot_v1_dot_persist__pb2.StartReconcileRequest.SerializeToString,
+            nangopb_dot_persist_dot_v1_dot_persist__pb2.StartReconcileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MarkRecordsSeen(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nangopb.persist.v1.PersistService/MarkRecordsSeen',
+            nangopb_dot_persist_dot_v1_dot_persist__pb2.MarkRecordsSeenRequest.SerializeToString,
+            nangopb_dot_persist_dot_v1_dot_persist__pb2.MarkRecordsSeenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FinishReconcile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nangopb.persist.v1.PersistService/FinishReconcile',
+            nangopb_dot_persist_dot_v1_dot_persist__pb2.FinishReconcileRequest.SerializeToString,
+            nangopb_dot_persist_dot_v1_dot_persist__pb2.FinishReconcileResponse.FromString,
             options,
             channel_credentials,
             insecure,

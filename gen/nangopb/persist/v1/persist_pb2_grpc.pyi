@@ -43,6 +43,14 @@ class PersistServiceStub:
     """Soft-deletes records by external id."""
     DeleteOutdatedRecords: _grpc.UnaryUnaryMultiCallable[_persist_pb2.DeleteOutdatedRecordsRequest, _persist_pb2.DeleteOutdatedRecordsResponse]
     """Soft-deletes every record of a model not seen since a generation (track deletes)."""
+    StartReconcile: _grpc.UnaryUnaryMultiCallable[_persist_pb2.StartReconcileRequest, _persist_pb2.StartReconcileResponse]
+    """Opens a reconcile pass over a model (replacing an unfinished one): ids are marked seen during the
+    pass, and finishing it soft-deletes the live records neither seen nor written since it opened.
+    """
+    MarkRecordsSeen: _grpc.UnaryUnaryMultiCallable[_persist_pb2.MarkRecordsSeenRequest, _persist_pb2.MarkRecordsSeenResponse]
+    """Marks ids seen by an open reconcile pass; writes no record."""
+    FinishReconcile: _grpc.UnaryUnaryMultiCallable[_persist_pb2.FinishReconcileRequest, _persist_pb2.FinishReconcileResponse]
+    """Closes a reconcile pass, soft-deleting what it did not see (nothing when it saw no id at all)."""
     GetRecords: _grpc.UnaryUnaryMultiCallable[_persist_pb2.GetRecordsRequest, _persist_pb2.GetRecordsResponse]
     """One page of records in cursor order, as the public API returns them."""
     GetCursor: _grpc.UnaryUnaryMultiCallable[_persist_pb2.GetCursorRequest, _persist_pb2.GetCursorResponse]
@@ -79,6 +87,14 @@ class PersistServiceAsyncStub(PersistServiceStub):
     """Soft-deletes records by external id."""
     DeleteOutdatedRecords: _aio.UnaryUnaryMultiCallable[_persist_pb2.DeleteOutdatedRecordsRequest, _persist_pb2.DeleteOutdatedRecordsResponse]  # type: ignore[assignment]
     """Soft-deletes every record of a model not seen since a generation (track deletes)."""
+    StartReconcile: _aio.UnaryUnaryMultiCallable[_persist_pb2.StartReconcileRequest, _persist_pb2.StartReconcileResponse]  # type: ignore[assignment]
+    """Opens a reconcile pass over a model (replacing an unfinished one): ids are marked seen during the
+    pass, and finishing it soft-deletes the live records neither seen nor written since it opened.
+    """
+    MarkRecordsSeen: _aio.UnaryUnaryMultiCallable[_persist_pb2.MarkRecordsSeenRequest, _persist_pb2.MarkRecordsSeenResponse]  # type: ignore[assignment]
+    """Marks ids seen by an open reconcile pass; writes no record."""
+    FinishReconcile: _aio.UnaryUnaryMultiCallable[_persist_pb2.FinishReconcileRequest, _persist_pb2.FinishReconcileResponse]  # type: ignore[assignment]
+    """Closes a reconcile pass, soft-deleting what it did not see (nothing when it saw no id at all)."""
     GetRecords: _aio.UnaryUnaryMultiCallable[_persist_pb2.GetRecordsRequest, _persist_pb2.GetRecordsResponse]  # type: ignore[assignment]
     """One page of records in cursor order, as the public API returns them."""
     GetCursor: _aio.UnaryUnaryMultiCallable[_persist_pb2.GetCursorRequest, _persist_pb2.GetCursorResponse]  # type: ignore[assignment]
@@ -136,6 +152,32 @@ class PersistServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_persist_pb2.DeleteOutdatedRecordsResponse, _abc.Awaitable[_persist_pb2.DeleteOutdatedRecordsResponse]]:
         """Soft-deletes every record of a model not seen since a generation (track deletes)."""
+
+    @_abc_1.abstractmethod
+    def StartReconcile(
+        self,
+        request: _persist_pb2.StartReconcileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_persist_pb2.StartReconcileResponse, _abc.Awaitable[_persist_pb2.StartReconcileResponse]]:
+        """Opens a reconcile pass over a model (replacing an unfinished one): ids are marked seen during the
+        pass, and finishing it soft-deletes the live records neither seen nor written since it opened.
+        """
+
+    @_abc_1.abstractmethod
+    def MarkRecordsSeen(
+        self,
+        request: _persist_pb2.MarkRecordsSeenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_persist_pb2.MarkRecordsSeenResponse, _abc.Awaitable[_persist_pb2.MarkRecordsSeenResponse]]:
+        """Marks ids seen by an open reconcile pass; writes no record."""
+
+    @_abc_1.abstractmethod
+    def FinishReconcile(
+        self,
+        request: _persist_pb2.FinishReconcileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_persist_pb2.FinishReconcileResponse, _abc.Awaitable[_persist_pb2.FinishReconcileResponse]]:
+        """Closes a reconcile pass, soft-deleting what it did not see (nothing when it saw no id at all)."""
 
     @_abc_1.abstractmethod
     def GetRecords(

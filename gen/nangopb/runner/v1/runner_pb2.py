@@ -25,39 +25,39 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1enangopb/runner/v1/runner.proto\x12\x11nangopb.runner.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"W\n\x0b\x46unctionRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x12\n\nbundle_key\x18\x03 \x01(\t\x12\x15\n\rbundle_sha256\x18\x04 \x01(\t\"\xbf\x01\n\x11\x43onnectionContext\x12\x16\n\x0e\x65nvironment_id\x18\x01 \x01(\x03\x12\x18\n\x10\x65nvironment_name\x18\x02 \x01(\t\x12\x1b\n\x13nango_connection_id\x18\x03 \x01(\x03\x12\x15\n\rconnection_id\x18\x04 \x01(\t\x12\x1b\n\x13provider_config_key\x18\x05 \x01(\t\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\x15\n\rend_user_json\x18\x07 \x01(\x0c\"\x8f\x01\n\x0bSyncContext\x12\x0f\n\x07sync_id\x18\x01 \x01(\t\x12\x13\n\x0bsync_job_id\x18\x02 \x01(\t\x12\x0f\n\x07variant\x18\x03 \x01(\t\x12\x32\n\x0elast_sync_date\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rtrack_deletes\x18\x05 \x01(\x08\"\xcd\x02\n\x10StartTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12-\n\x04type\x18\x02 \x01(\x0e\x32\x1f.nangopb.runner.v1.FunctionType\x12\x30\n\x08\x66unction\x18\x03 \x01(\x0b\x32\x1e.nangopb.runner.v1.FunctionRef\x12\x38\n\nconnection\x18\x04 \x01(\x0b\x32$.nangopb.runner.v1.ConnectionContext\x12,\n\x04sync\x18\x05 \x01(\x0b\x32\x1e.nangopb.runner.v1.SyncContext\x12\x12\n\ninput_json\x18\x06 \x01(\x0c\x12\x17\n\x0f\x61\x63tivity_log_id\x18\x07 \x01(\t\x12\r\n\x05\x64\x65\x62ug\x18\x08 \x01(\x08\x12\x12\n\ntask_token\x18\t \x01(\t\x12\x0f\n\x07\x61ttempt\x18\n \x01(\x05\"%\n\x11StartTaskResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\"3\n\x10\x41\x62ortTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"$\n\x11\x41\x62ortTaskResponse\x12\x0f\n\x07\x61\x62orted\x18\x01 \x01(\x08\"\x18\n\x16GetRunnerStatusRequest\"V\n\x17GetRunnerStatusResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\x05\x12\x18\n\x10running_task_ids\x18\x03 \x03(\t\"G\n\x14InspectBundleRequest\x12\x12\n\nbundle_zip\x18\x01 \x01(\x0c\x12\x1b\n\x13provider_config_key\x18\x02 \x01(\t\"\x8e\x03\n\x0c\x46unctionSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\x04type\x18\x02 \x01(\x0e\x32\x1f.nangopb.runner.v1.FunctionType\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x0e\n\x06module\x18\x05 \x01(\t\x12\x11\n\tattribute\x18\x06 \x01(\t\x12\x11\n\tfrequency\x18\x07 \x01(\t\x12\x12\n\nauto_start\x18\x08 \x01(\x08\x12\x15\n\rtrack_deletes\x18\t \x01(\x08\x12\x0e\n\x06models\x18\n \x03(\t\x12\x1a\n\x12models_json_schema\x18\x0b \x01(\x0c\x12\x19\n\x11input_json_schema\x18\x0c \x01(\x0c\x12\x1a\n\x12output_json_schema\x18\r \x01(\x0c\x12\x1d\n\x15webhook_subscriptions\x18\x0e \x03(\t\x12\r\n\x05\x65vent\x18\x0f \x01(\t\x12\x0e\n\x06scopes\x18\x10 \x03(\t\x12\x19\n\x11reconcile_deletes\x18\x11 \x01(\t\"K\n\x15InspectBundleResponse\x12\x32\n\tfunctions\x18\x01 \x03(\x0b\x32\x1f.nangopb.runner.v1.FunctionSpec*\x96\x01\n\x0c\x46unctionType\x12\x1d\n\x19\x46UNCTION_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46UNCTION_TYPE_SYNC\x10\x01\x12\x18\n\x14\x46UNCTION_TYPE_ACTION\x10\x02\x12\x19\n\x15\x46UNCTION_TYPE_WEBHOOK\x10\x03\x12\x1a\n\x16\x46UNCTION_TYPE_ON_EVENT\x10\x04\x32\x8d\x03\n\rRunnerService\x12V\n\tStartTask\x12#.nangopb.runner.v1.StartTaskRequest\x1a$.nangopb.runner.v1.StartTaskResponse\x12V\n\tAbortTask\x12#.nangopb.runner.v1.AbortTaskRequest\x1a$.nangopb.runner.v1.AbortTaskResponse\x12h\n\x0fGetRunnerStatus\x12).nangopb.runner.v1.GetRunnerStatusRequest\x1a*.nangopb.runner.v1.GetRunnerStatusResponse\x12\x62\n\rInspectBundle\x12\'.nangopb.runner.v1.InspectBundleRequest\x1a(.nangopb.runner.v1.InspectBundleResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1enangopb/runner/v1/runner.proto\x12\x11nangopb.runner.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"W\n\x0b\x46unctionRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x12\n\nbundle_key\x18\x03 \x01(\t\x12\x15\n\rbundle_sha256\x18\x04 \x01(\t\"\xbf\x01\n\x11\x43onnectionContext\x12\x16\n\x0e\x65nvironment_id\x18\x01 \x01(\x03\x12\x18\n\x10\x65nvironment_name\x18\x02 \x01(\t\x12\x1b\n\x13nango_connection_id\x18\x03 \x01(\x03\x12\x15\n\rconnection_id\x18\x04 \x01(\t\x12\x1b\n\x13provider_config_key\x18\x05 \x01(\t\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\x15\n\rend_user_json\x18\x07 \x01(\x0c\"\xa2\x01\n\x0bSyncContext\x12\x0f\n\x07sync_id\x18\x01 \x01(\t\x12\x13\n\x0bsync_job_id\x18\x02 \x01(\t\x12\x0f\n\x07variant\x18\x03 \x01(\t\x12\x32\n\x0elast_sync_date\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rtrack_deletes\x18\x05 \x01(\x08\x12\x11\n\treconcile\x18\x06 \x01(\x08\"\xcd\x02\n\x10StartTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12-\n\x04type\x18\x02 \x01(\x0e\x32\x1f.nangopb.runner.v1.FunctionType\x12\x30\n\x08\x66unction\x18\x03 \x01(\x0b\x32\x1e.nangopb.runner.v1.FunctionRef\x12\x38\n\nconnection\x18\x04 \x01(\x0b\x32$.nangopb.runner.v1.ConnectionContext\x12,\n\x04sync\x18\x05 \x01(\x0b\x32\x1e.nangopb.runner.v1.SyncContext\x12\x12\n\ninput_json\x18\x06 \x01(\x0c\x12\x17\n\x0f\x61\x63tivity_log_id\x18\x07 \x01(\t\x12\r\n\x05\x64\x65\x62ug\x18\x08 \x01(\x08\x12\x12\n\ntask_token\x18\t \x01(\t\x12\x0f\n\x07\x61ttempt\x18\n \x01(\x05\"%\n\x11StartTaskResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\"3\n\x10\x41\x62ortTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"$\n\x11\x41\x62ortTaskResponse\x12\x0f\n\x07\x61\x62orted\x18\x01 \x01(\x08\"\x18\n\x16GetRunnerStatusRequest\"V\n\x17GetRunnerStatusResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\x05\x12\x18\n\x10running_task_ids\x18\x03 \x03(\t\"G\n\x14InspectBundleRequest\x12\x12\n\nbundle_zip\x18\x01 \x01(\x0c\x12\x1b\n\x13provider_config_key\x18\x02 \x01(\t\"\x8e\x03\n\x0c\x46unctionSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\x04type\x18\x02 \x01(\x0e\x32\x1f.nangopb.runner.v1.FunctionType\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x0e\n\x06module\x18\x05 \x01(\t\x12\x11\n\tattribute\x18\x06 \x01(\t\x12\x11\n\tfrequency\x18\x07 \x01(\t\x12\x12\n\nauto_start\x18\x08 \x01(\x08\x12\x15\n\rtrack_deletes\x18\t \x01(\x08\x12\x0e\n\x06models\x18\n \x03(\t\x12\x1a\n\x12models_json_schema\x18\x0b \x01(\x0c\x12\x19\n\x11input_json_schema\x18\x0c \x01(\x0c\x12\x1a\n\x12output_json_schema\x18\r \x01(\x0c\x12\x1d\n\x15webhook_subscriptions\x18\x0e \x03(\t\x12\r\n\x05\x65vent\x18\x0f \x01(\t\x12\x0e\n\x06scopes\x18\x10 \x03(\t\x12\x19\n\x11reconcile_deletes\x18\x11 \x01(\t\"K\n\x15InspectBundleResponse\x12\x32\n\tfunctions\x18\x01 \x03(\x0b\x32\x1f.nangopb.runner.v1.FunctionSpec*\x96\x01\n\x0c\x46unctionType\x12\x1d\n\x19\x46UNCTION_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46UNCTION_TYPE_SYNC\x10\x01\x12\x18\n\x14\x46UNCTION_TYPE_ACTION\x10\x02\x12\x19\n\x15\x46UNCTION_TYPE_WEBHOOK\x10\x03\x12\x1a\n\x16\x46UNCTION_TYPE_ON_EVENT\x10\x04\x32\x8d\x03\n\rRunnerService\x12V\n\tStartTask\x12#.nangopb.runner.v1.StartTaskRequest\x1a$.nangopb.runner.v1.StartTaskResponse\x12V\n\tAbortTask\x12#.nangopb.runner.v1.AbortTaskRequest\x1a$.nangopb.runner.v1.AbortTaskResponse\x12h\n\x0fGetRunnerStatus\x12).nangopb.runner.v1.GetRunnerStatusRequest\x1a*.nangopb.runner.v1.GetRunnerStatusResponse\x12\x62\n\rInspectBundle\x12\'.nangopb.runner.v1.InspectBundleRequest\x1a(.nangopb.runner.v1.InspectBundleResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'nangopb.runner.v1.runner_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FUNCTIONTYPE']._serialized_start=1647
-  _globals['_FUNCTIONTYPE']._serialized_end=1797
+  _globals['_FUNCTIONTYPE']._serialized_start=1666
+  _globals['_FUNCTIONTYPE']._serialized_end=1816
   _globals['_FUNCTIONREF']._serialized_start=86
   _globals['_FUNCTIONREF']._serialized_end=173
   _globals['_CONNECTIONCONTEXT']._serialized_start=176
   _globals['_CONNECTIONCONTEXT']._serialized_end=367
   _globals['_SYNCCONTEXT']._serialized_start=370
-  _globals['_SYNCCONTEXT']._serialized_end=513
-  _globals['_STARTTASKREQUEST']._serialized_start=516
-  _globals['_STARTTASKREQUEST']._serialized_end=849
-  _globals['_STARTTASKRESPONSE']._serialized_start=851
-  _globals['_STARTTASKRESPONSE']._serialized_end=888
-  _globals['_ABORTTASKREQUEST']._serialized_start=890
-  _globals['_ABORTTASKREQUEST']._serialized_end=941
-  _globals['_ABORTTASKRESPONSE']._serialized_start=943
-  _globals['_ABORTTASKRESPONSE']._serialized_end=979
-  _globals['_GETRUNNERSTATUSREQUEST']._serialized_start=981
-  _globals['_GETRUNNERSTATUSREQUEST']._serialized_end=1005
-  _globals['_GETRUNNERSTATUSRESPONSE']._serialized_start=1007
-  _globals['_GETRUNNERSTATUSRESPONSE']._serialized_end=1093
-  _globals['_INSPECTBUNDLEREQUEST']._serialized_start=1095
-  _globals['_INSPECTBUNDLEREQUEST']._serialized_end=1166
-  _globals['_FUNCTIONSPEC']._serialized_start=1169
-  _globals['_FUNCTIONSPEC']._serialized_end=1567
-  _globals['_INSPECTBUNDLERESPONSE']._serialized_start=1569
-  _globals['_INSPECTBUNDLERESPONSE']._serialized_end=1644
-  _globals['_RUNNERSERVICE']._serialized_start=1800
-  _globals['_RUNNERSERVICE']._serialized_end=2197
+  _globals['_SYNCCONTEXT']._serialized_end=532
+  _globals['_STARTTASKREQUEST']._serialized_start=535
+  _globals['_STARTTASKREQUEST']._serialized_end=868
+  _globals['_STARTTASKRESPONSE']._serialized_start=870
+  _globals['_STARTTASKRESPONSE']._serialized_end=907
+  _globals['_ABORTTASKREQUEST']._serialized_start=909
+  _globals['_ABORTTASKREQUEST']._serialized_end=960
+  _globals['_ABORTTASKRESPONSE']._serialized_start=962
+  _globals['_ABORTTASKRESPONSE']._serialized_end=998
+  _globals['_GETRUNNERSTATUSREQUEST']._serialized_start=1000
+  _globals['_GETRUNNERSTATUSREQUEST']._serialized_end=1024
+  _globals['_GETRUNNERSTATUSRESPONSE']._serialized_start=1026
+  _globals['_GETRUNNERSTATUSRESPONSE']._serialized_end=1112
+  _globals['_INSPECTBUNDLEREQUEST']._serialized_start=1114
+  _globals['_INSPECTBUNDLEREQUEST']._serialized_end=1185
+  _globals['_FUNCTIONSPEC']._serialized_start=1188
+  _globals['_FUNCTIONSPEC']._serialized_end=1586
+  _globals['_INSPECTBUNDLERESPONSE']._serialized_start=1588
+  _globals['_INSPECTBUNDLERESPONSE']._serialized_end=1663
+  _globals['_RUNNERSERVICE']._serialized_start=1819
+  _globals['_RUNNERSERVICE']._serialized_end=2216
 # @@protoc_insertion_point(module_scope)

@@ -121,10 +121,13 @@ class SyncContext(_message.Message):
     VARIANT_FIELD_NUMBER: _builtins.int
     LAST_SYNC_DATE_FIELD_NUMBER: _builtins.int
     TRACK_DELETES_FIELD_NUMBER: _builtins.int
+    RECONCILE_FIELD_NUMBER: _builtins.int
     sync_id: _builtins.str
     sync_job_id: _builtins.str
     variant: _builtins.str
     track_deletes: _builtins.bool
+    reconcile: _builtins.bool
+    """A reconcile pass (docs/functions.md): the sync lists ids only and what it did not see is deleted."""
     @_builtins.property
     def last_sync_date(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -135,10 +138,11 @@ class SyncContext(_message.Message):
         variant: _builtins.str = ...,
         last_sync_date: _timestamp_pb2.Timestamp | None = ...,
         track_deletes: _builtins.bool = ...,
+        reconcile: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_sync_date", b"last_sync_date"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_sync_date", b"last_sync_date", "sync_id", b"sync_id", "sync_job_id", b"sync_job_id", "track_deletes", b"track_deletes", "variant", b"variant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_sync_date", b"last_sync_date", "reconcile", b"reconcile", "sync_id", b"sync_id", "sync_job_id", b"sync_job_id", "track_deletes", b"track_deletes", "variant", b"variant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
