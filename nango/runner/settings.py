@@ -26,6 +26,8 @@ class RunnerSettings(ProcessSettings, ServiceUrls, BlobSettings, ProvidersSettin
     inspect_timeout_seconds: float = Field(60.0, gt=0, le=3600, validation_alias="RUNNER_INSPECT_TIMEOUT_SECONDS")
     heartbeat_interval_ms: int = Field(30_000, ge=10, le=3_600_000, validation_alias="RUNNER_HEARTBEAT_INTERVAL_MS")
     bundle_cache_size: int = Field(200, ge=1, le=100_000, validation_alias="RUNNER_BUNDLE_CACHE_SIZE")
+    # bundle versions kept imported in a template process to fork their workers from; 0: import per task
+    template_count: int = Field(16, ge=0, le=1024, validation_alias="RUNNER_TEMPLATE_COUNT")
     max_bundle_mb: int = Field(50, ge=1, le=1024, validation_alias="RUNNER_MAX_BUNDLE_MB")
 
     def resolved_node_id(self) -> str:

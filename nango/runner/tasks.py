@@ -31,7 +31,7 @@ from nango.runner.wire import (
     WireError,
     read_message,
 )
-from nango.runner.workers import ExitStatus, Worker, Zygote
+from nango.runner.workers import ExitStatus, Templates, Worker, Zygote
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,9 @@ class TaskManager:
         self.persist = persist
         self.node_id = settings.resolved_node_id()
         self.limits = Limits(settings.memory_limit_mb, settings.cpu_limit_seconds)
+        self.templates = Templates(
+            zygote, self.limits, capacity=settings.template_count, start_timeout=settings.inspect_timeout_seconds
+        )
         self._secret = settings.internal_token.get_secret_value()
         self._running: dict[str, RunningTask] = {}
         self._draining = False
@@ -194,7 +197,7 @@ class TaskManager:
         async with self.bundles.use(task.function.bundle_key, task.function.bundle_sha256) as bundle_dir:
             if running.stop_reason is not None:
                 return TaskOutcome(failure=self._stopped(running)), None, False
-            worker = await self.zygote.spawn()
+            worker = await self.templates.spawn(bundle_dir)
             running.worker = worker
             try:
                 if running.stop_reason is not None:
@@ -382,6 +385,7 @@ class TaskManager:
         jobs = [r.job for r in self._running.values() if r.job is not None]
         if jobs:
             await asyncio.wait(jobs, timeout=_EXIT_GRACE + 10)
+        self.templates.close()
 
 
 __all__ = ["RunningTask", "TaskManager", "spec_from_dict"]

@@ -1,15 +1,14 @@
 """Inside a worker process: one task (or one bundle inspection), then exit.
 
-The zygote imports this module and calls `prepare` once; each forked child calls `main` with its
-task socket. The child reads its task, puts itself under the task's limits (RLIMIT_AS, RLIMIT_CPU,
-no core dumps), runs the function through the SDK with the gRPC backend, and sends back its outcome.
-User code's stdout and stderr become log lines of the operation, never the runner's output; an
-exception becomes a failure with its traceback in the operation's log.
+The zygote imports this module and calls `prepare` once; a template calls `load_template` once; each
+forked child calls `main` with its task socket. The child reads its task, puts itself under the task's
+limits (RLIMIT_AS, RLIMIT_CPU, no core dumps), runs the function through the SDK with the gRPC
+backend, and sends back its outcome. User code's stdout and stderr become log lines of the
+operation, never the runner's output; an exception becomes a failure with its traceback in the operation's log.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 import json
@@ -44,6 +43,7 @@ from nango.runner.wire import (
     frame,
     read_blocking,
 )
+from nango.sdk.definitions import FunctionDefinition
 from nango.sdk.errors import ActionError, HTTPError
 from nango.sdk.execute import FunctionNotFound, InvalidInput, InvalidOutput, execute, find_function
 from nango.sdk.loader import BundleLoadError, describe, load_folder
@@ -63,7 +63,18 @@ class _Prepared:
     policy: OutboundPolicy
 
 
+@dataclass(frozen=True)
+class _Template:
+    """A bundle imported once, in a template process, for every worker forked from it."""
+
+    root: Path
+    definitions: list[FunctionDefinition]
+    # what the import printed, replayed into each task's log as if the task had imported it
+    printed: list[tuple[str, LogLevel]]
+
+
 _prepared: _Prepared | None = None
+_template: _Template | None = None
 
 
 def prepare(config: WorkerConfig) -> None:
@@ -71,6 +82,29 @@ def prepare(config: WorkerConfig) -> None:
     global _prepared
     catalog = load_catalog(Path(config.providers_file) if config.providers_file else None)
     _prepared = _Prepared(config, catalog, server_policy(config.outbound_url_policy, config.override_denylist))
+
+
+def load_template(bundle_dir: str, limits: Limits) -> None:
+    """Run once in a template process: import the bundle under the task limits (CPU time only while it
+    imports: the template lives on), for its workers to share. Raises when the bundle does not import."""
+    global _template
+    _silence_standard_streams()
+    _limit_memory(limits)
+    cpu_soft, cpu_hard = resource.getrlimit(resource.RLIMIT_CPU)
+    importing = limits.cpu_seconds if cpu_hard == resource.RLIM_INFINITY else min(limits.cpu_seconds, cpu_hard)
+    resource.setrlimit(resource.RLIMIT_CPU, (min(importing, cpu_soft), cpu_hard))
+    printed: list[tuple[str, LogLevel]] = []
+    sys.stdout = _LineStream(lambda line: printed.append((line, "info")))
+    sys.stderr = _LineStream(lambda line: printed.append((line, "error")))
+    root = Path(bundle_dir).resolve()
+    try:
+        definitions = load_folder(root)
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_soft, cpu_hard))
+    _template = _Template(root, definitions, printed)
 
 
 class _Failed(Exception):
@@ -113,15 +147,19 @@ def _silence_standard_streams() -> None:
     os.close(devnull)
 
 
-def _apply_limits(limits: Limits) -> None:
+def _limit_memory(limits: Limits) -> None:
     memory = limits.memory_mb * MB
     _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     ceiling = memory + _HEADROOM if hard == resource.RLIM_INFINITY else min(memory + _HEADROOM, hard)
     resource.setrlimit(resource.RLIMIT_AS, (min(memory, ceiling), ceiling))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def _apply_limits(limits: Limits) -> None:
+    _limit_memory(limits)
     _soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
     cpu_hard = limits.cpu_seconds + 1 if hard == resource.RLIM_INFINITY else min(limits.cpu_seconds + 1, hard)
     resource.setrlimit(resource.RLIMIT_CPU, (min(limits.cpu_seconds, cpu_hard), cpu_hard))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
 def _release_headroom() -> None:
@@ -213,6 +251,16 @@ def _context(task: RunTask) -> TaskContext:
     )
 
 
+def _imported(root: Path, nango: Nango) -> list[FunctionDefinition]:
+    """The bundle's functions: from the template this worker was forked from, else imported now."""
+    template = _template
+    if template is None or template.root != root:
+        return load_folder(root)
+    for line, level in template.printed:
+        nango.write_log(LogLine(line, level))
+    return template.definitions
+
+
 async def _run(task: RunTask, root: Path, sock: socket.socket, prepared: _Prepared) -> TaskOutcome:
     backend = GrpcBackend(
         task,
@@ -238,7 +286,7 @@ async def _run(task: RunTask, root: Path, sock: socket.socket, prepared: _Prepar
     outcome: TaskOutcome
     try:
         try:
-            definitions = load_folder(root)
+            definitions = _imported(root, nango)
         except BundleLoadError as exc:
             raise _Failed(Failure(ErrorType.SCRIPT, f"the deployed code does not import: {exc}")) from None
         run_type = nango.context.function_type
@@ -302,8 +350,10 @@ def main(fd: int) -> int:
     outcome: TaskOutcome | InspectOutcome
     if isinstance(message, RunTask):
         _apply_limits(message.limits)
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            outcome = runner.run(_run(message, Path(message.bundle_dir).resolve(), sock, prepared))
+        # no loop teardown: the process exits once the outcome is sent, and what the function left running
+        # could not reach the platform anyway (its SDK is finished and its clients closed)
+        loop = uvloop.new_event_loop()
+        outcome = loop.run_until_complete(_run(message, Path(message.bundle_dir).resolve(), sock, prepared))
     elif isinstance(message, InspectBundle):
         outcome = _inspect(message)
     else:
@@ -313,4 +363,4 @@ def main(fd: int) -> int:
     return 0
 
 
-__all__ = ["main", "prepare"]
+__all__ = ["load_template", "main", "prepare"]

@@ -14,11 +14,13 @@ import signal
 import socket
 import subprocess
 import sys
+from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from nango.errors import ServiceUnavailable
-from nango.runner.wire import WorkerConfig, frame
+from nango.runner.wire import Limits, WorkerConfig, frame
 from nango.runner.zygote import MAX_MESSAGE
 
 log = logging.getLogger(__name__)
@@ -60,7 +62,7 @@ class Worker:
 
     def __init__(
         self,
-        zygote: Zygote,
+        zygote: _Parent,
         pid: int,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
@@ -102,13 +104,16 @@ def _zygote_environment() -> dict[str, str]:
     return kept
 
 
-class Zygote:
-    """The zygote process and its control socket, driven from the event loop. Restarted on the next
-    spawn if it dies; the workers it leaves behind are killed and reported as ended."""
+class TemplateUnfit(Exception):
+    """The bundle gets no template: it does not import, starts a thread, or took too long."""
 
-    def __init__(self, config: WorkerConfig) -> None:
-        self.config = config
-        self._process: subprocess.Popen[bytes] | None = None
+
+class _Parent:
+    """A process that forks workers on request over a control socket (the zygote or a template),
+    driven from the event loop. Started again on the next spawn if it dies; the workers it leaves
+    behind are killed and reported as ended."""
+
+    def __init__(self) -> None:
         self._control: socket.socket | None = None
         self._ready: asyncio.Future[None] | None = None
         self._spawning: dict[int, asyncio.Future[int]] = {}
@@ -120,35 +125,30 @@ class Zygote:
     def running(self) -> bool:
         return self._control is not None
 
+    @property
+    def busy(self) -> bool:
+        """Starting, or some worker of it has not ended yet."""
+        return self._lock.locked() or bool(self._spawning) or bool(self._exits)
+
     async def start(self) -> None:
         async with self._lock:
             if self._control is None:
                 await self._start()
 
     async def _start(self) -> None:
+        raise NotImplementedError
+
+    def _end_process(self) -> None:
+        """Make sure the process is gone (it stopped talking)."""
+        raise NotImplementedError
+
+    def _connect(self, control: socket.socket) -> asyncio.Future[None]:
         loop = asyncio.get_running_loop()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            self._process = subprocess.Popen(  # noqa: ASYNC220 - one fork+exec at start, not per task
-                [sys.executable, "-c", "from nango.runner.zygote import main; main()", str(theirs.fileno())],
-                pass_fds=[theirs.fileno()],
-                env=_zygote_environment(),
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        finally:
-            theirs.close()
-        ours.sendall(pickle.dumps(self.config))
-        ours.setblocking(False)
-        self._control = ours
-        self._ready = loop.create_future()
-        loop.add_reader(ours, self._on_readable)
-        try:
-            await asyncio.wait_for(asyncio.shield(self._ready), _START_TIMEOUT)
-        except TimeoutError:
-            self._lost("did not start in time")
-            raise ServiceUnavailable("the runner's zygote did not start") from None
-        log.info("zygote ready", extra={"pid": self._process.pid})
+        control.setblocking(False)
+        self._control = control
+        self._ready = ready = loop.create_future()
+        loop.add_reader(control, self._on_readable)
+        return ready
 
     def _on_readable(self) -> None:
         control = self._control
@@ -170,6 +170,8 @@ class Zygote:
         op = message["op"]
         if op == "ready" and self._ready is not None and not self._ready.done():
             self._ready.set_result(None)
+        elif op == "unfit" and self._ready is not None and not self._ready.done():
+            self._ready.set_exception(TemplateUnfit(str(message["why"])))
         elif op == "spawned":
             pid = int(message["pid"])
             # registered before anyone awaits the spawn: the exit may be the very next message
@@ -187,20 +189,16 @@ class Zygote:
                 )
 
     def _lost(self, why: str) -> None:
-        """The zygote is gone: fail what waits on it, and kill its orphaned workers ourselves."""
+        """The process is gone: fail what waits on it, and kill its orphaned workers ourselves."""
         control, self._control = self._control, None
         if control is not None:
             with contextlib.suppress(ValueError, OSError):
                 asyncio.get_running_loop().remove_reader(control)
             control.close()
-        if self._process is not None and self._process.poll() is None:
-            self._process.kill()
-        if self._process is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._process.wait(5)
+        self._end_process()
         for waiter in self._spawning.values():
             if not waiter.done():
-                waiter.set_exception(ServiceUnavailable("the runner's zygote stopped"))
+                waiter.set_exception(ServiceUnavailable(f"the runner's {self} stopped"))
         self._spawning.clear()
         for pid, exited in self._exits.items():
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -209,45 +207,50 @@ class Zygote:
                 exited.set_result(ExitStatus(0, unknown=True))
         self._exits.clear()
         if self._ready is not None and not self._ready.done():
-            self._ready.set_exception(ServiceUnavailable(f"the runner's zygote {why}"))
-        log.warning("zygote %s", why)
+            self._ready.set_exception(ServiceUnavailable(f"the runner's {self} {why}"))
+        log.warning("%s %s", self, why)
 
     def _send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
         control = self._control
         if control is None:
-            raise ServiceUnavailable("the runner's zygote is not running")
+            raise ServiceUnavailable(f"the runner's {self} is not running")
         ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
         try:
             control.sendmsg([json.dumps(message).encode()], ancillary)
         except BlockingIOError:
-            # a seqpacket buffer holds thousands of requests: full means the zygote is stuck
+            # a seqpacket buffer holds thousands of requests: full means the process is stuck
             self._lost("stopped reading requests")
-            raise ServiceUnavailable("the runner's zygote is not responding") from None
+            raise ServiceUnavailable(f"the runner's {self} is not responding") from None
         except OSError:
             self._lost("went away")
-            raise ServiceUnavailable("the runner's zygote went away") from None
+            raise ServiceUnavailable(f"the runner's {self} went away") from None
+
+    async def _fork(self, message: dict[str, Any], theirs: socket.socket) -> int:
+        """Send a request that forks a child handed `theirs`; the child's pid."""
+        request_id = next(self._ids)
+        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._spawning[request_id] = waiter
+        try:
+            self._send({**message, "id": request_id}, [theirs.fileno()])
+        except BaseException:
+            self._spawning.pop(request_id, None)
+            raise
+        finally:
+            theirs.close()
+        try:
+            return await asyncio.wait_for(waiter, _SPAWN_TIMEOUT)
+        except BaseException:
+            self._spawning.pop(request_id, None)
+            raise
 
     async def spawn(self) -> Worker:
         """A new worker process, connected by a fresh socket pair."""
         if self._control is None:
             await self.start()
-        loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        request_id = next(self._ids)
-        waiter: asyncio.Future[int] = loop.create_future()
-        self._spawning[request_id] = waiter
         try:
-            self._send({"op": "spawn", "id": request_id}, [theirs.fileno()])
+            pid = await self._fork({"op": "spawn"}, theirs)
         except BaseException:
-            self._spawning.pop(request_id, None)
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        try:
-            pid = await asyncio.wait_for(waiter, _SPAWN_TIMEOUT)
-        except BaseException:
-            self._spawning.pop(request_id, None)
             ours.close()
             raise
         reader, writer = await asyncio.open_unix_connection(sock=ours, limit=1 << 20)
@@ -257,9 +260,8 @@ class Zygote:
         with contextlib.suppress(ServiceUnavailable):
             self._send({"op": "kill", "pid": pid})
 
-    async def stop(self) -> None:
-        """Close the control socket: the zygote kills every worker and exits."""
-        process = self._process
+    def close(self) -> None:
+        """Close the control socket: the process kills every worker of its own and exits."""
         control, self._control = self._control, None
         if control is not None:
             asyncio.get_running_loop().remove_reader(control)
@@ -268,6 +270,58 @@ class Zygote:
             if not exited.done():
                 exited.set_result(ExitStatus(0, unknown=True))
         self._exits.clear()
+
+
+class Zygote(_Parent):
+    """The zygote process and its control socket."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __str__(self) -> str:
+        return "zygote"
+
+    async def _start(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._process = subprocess.Popen(  # noqa: ASYNC220 - one fork+exec at start, not per task
+                [sys.executable, "-c", "from nango.runner.zygote import main; main()", str(theirs.fileno())],
+                pass_fds=[theirs.fileno()],
+                env=_zygote_environment(),
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        finally:
+            theirs.close()
+        ours.sendall(pickle.dumps(self.config))
+        ready = self._connect(ours)
+        try:
+            await asyncio.wait_for(asyncio.shield(ready), _START_TIMEOUT)
+        except TimeoutError:
+            self._lost("did not start in time")
+            raise ServiceUnavailable("the runner's zygote did not start") from None
+        log.info("zygote ready", extra={"pid": self._process.pid})
+
+    def _end_process(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+        if self._process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(5)
+
+    async def fork_template(self, bundle_dir: str, limits: Limits, theirs: socket.socket) -> int:
+        """A template process for the bundle in `bundle_dir`, controlled through `theirs`; its pid."""
+        if self._control is None:
+            await self.start()
+        message = {"op": "template", "bundle_dir": bundle_dir, "memory_mb": limits.memory_mb}
+        return await self._fork({**message, "cpu_seconds": limits.cpu_seconds}, theirs)
+
+    async def stop(self) -> None:
+        """Close the control socket: the zygote kills every worker and template, and exits."""
+        process = self._process
+        self.close()
         if process is not None:
             try:
                 await asyncio.wait_for(asyncio.to_thread(process.wait), 10)
@@ -276,4 +330,96 @@ class Zygote:
                 await asyncio.to_thread(process.wait)
 
 
-__all__ = ["ExitStatus", "Worker", "Zygote"]
+class Template(_Parent):
+    """A child of the zygote that imported one bundle and forks that bundle's workers."""
+
+    def __init__(self, zygote: Zygote, bundle_dir: str, limits: Limits, start_timeout: float) -> None:
+        super().__init__()
+        self.zygote = zygote
+        self.bundle_dir = bundle_dir
+        self.limits = limits
+        self.start_timeout = start_timeout
+        self.pid: int | None = None
+
+    def __str__(self) -> str:
+        return f"template of {Path(self.bundle_dir).name[:12]}"
+
+    async def _start(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.pid = await self.zygote.fork_template(self.bundle_dir, self.limits, theirs)
+        except BaseException:
+            ours.close()
+            raise
+        ready = self._connect(ours)
+        try:
+            await asyncio.wait_for(asyncio.shield(ready), self.start_timeout)
+        except TimeoutError:
+            self._lost("did not import its bundle in time")
+            raise TemplateUnfit(f"importing took longer than {self.start_timeout:g} s") from None
+        except ServiceUnavailable as exc:
+            # it ended before it was ready: the import killed it (memory, CPU, exit)
+            raise TemplateUnfit(exc.message) from None
+        except TemplateUnfit:
+            self._lost("found the bundle unfit")
+            raise
+
+    def _end_process(self) -> None:
+        if self.pid is not None:
+            self.zygote.kill(self.pid)
+
+
+class Templates:
+    """Templates by bundle version (the SHA-256 that names its folder), at most `capacity`: the least
+    recently used one with no live worker is closed first. Bundles unfit for one are remembered (as
+    many again, least recently used forgotten first) and their workers forked from the zygote."""
+
+    def __init__(self, zygote: Zygote, limits: Limits, *, capacity: int, start_timeout: float) -> None:
+        self.zygote = zygote
+        self.limits = limits
+        self.capacity = capacity
+        self.start_timeout = start_timeout
+        self._templates: OrderedDict[str, Template] = OrderedDict()
+        self._unfit: OrderedDict[str, str] = OrderedDict()
+
+    async def spawn(self, bundle_dir: Path) -> Worker:
+        """A worker with the bundle in `bundle_dir` imported already, or a plain one when it has no template."""
+        key = bundle_dir.name
+        if self.capacity == 0 or key in self._unfit:
+            if key in self._unfit:
+                self._unfit.move_to_end(key)
+            return await self.zygote.spawn()
+        template = self._templates.get(key)
+        if template is None:
+            template = self._templates[key] = Template(self.zygote, str(bundle_dir), self.limits, self.start_timeout)
+        self._templates.move_to_end(key)
+        self._evict()
+        try:
+            return await template.spawn()
+        except TemplateUnfit as exc:
+            log.info("bundle imported per task", extra={"sha256": key, "reason": str(exc)})
+            if self._templates.get(key) is template:
+                del self._templates[key]
+            self._unfit[key] = str(exc)
+            while len(self._unfit) > self.capacity:
+                self._unfit.popitem(last=False)
+            return await self.zygote.spawn()
+
+    def _evict(self) -> None:
+        excess = len(self._templates) - self.capacity
+        # the most recently used one is about to fork a worker
+        for key, template in list(self._templates.items())[:-1]:
+            if excess <= 0:
+                return
+            if not template.busy:
+                del self._templates[key]
+                template.close()
+                excess -= 1
+
+    def close(self) -> None:
+        for template in self._templates.values():
+            template.close()
+        self._templates.clear()
+
+
+__all__ = ["ExitStatus", "Template", "TemplateUnfit", "Templates", "Worker", "Zygote"]

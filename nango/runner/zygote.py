@@ -5,9 +5,17 @@ not be copied). It imports the worker (the SDK, grpc, pydantic, aiohttp), loads 
 freezes the heap so forked children share it, and then forks one worker per request. It creates no
 thread and no gRPC channel, so a fork is safe and takes about a millisecond.
 
+A template is a child of the zygote that has imported one bundle (under the task limits, its output
+kept to replay into each task's log) and then serves the same protocol on its own control socket, so
+workers forked from it start with the bundle imported. A bundle whose import fails or leaves a thread
+running or a file or socket open gets no template (`{"op": "unfit", "why"}` instead of ready): its tasks
+import it themselves.
+
 Protocol on the control socket (SOCK_SEQPACKET, one JSON object per message):
-runner -> zygote: `{"op": "spawn", "id": n}` with the worker's socket attached (SCM_RIGHTS), or
-`{"op": "kill", "pid": p}`; zygote -> runner: `{"op": "ready"}`, `{"op": "spawned", "id", "pid"}`,
+runner -> zygote: `{"op": "spawn", "id": n}` with the worker's socket attached (SCM_RIGHTS),
+`{"op": "template", "id": n, "bundle_dir", "memory_mb", "cpu_seconds"}` with the template's control
+socket attached (zygote only), or `{"op": "kill", "pid": p}`; zygote -> runner: `{"op": "ready"}`,
+`{"op": "unfit", "why"}`, `{"op": "spawned", "id", "pid"}`,
 `{"op": "exited", "pid", "status", "maxrss_kb", "cpu_seconds"}`. The zygote reaps its children, so a
 pid it kills is always still its own. When the runner goes away (end of stream) it kills every worker
 and exits.
@@ -60,8 +68,10 @@ def _limit_malloc_arenas() -> None:
 
 
 class _Zygote:
-    def __init__(self, control: socket.socket) -> None:
+    def __init__(self, control: socket.socket, *, templates: bool) -> None:
         self.control = control
+        # only the zygote forks templates: a template's heap holds a customer's bundle
+        self.templates = templates
         self.live: set[int] = set()
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
@@ -112,14 +122,15 @@ class _Zygote:
                 for fd in array.array("i", payload[: len(payload) - len(payload) % 4])
             ]
             request = json.loads(data)
-            if request["op"] == "spawn" and fds:
-                self._spawn(int(request["id"]), fds[0])
+            forks = request["op"] == "spawn" or (request["op"] == "template" and self.templates)
+            if forks and fds:
+                self._spawn(request, fds[0])
             elif request["op"] == "kill":
                 self._kill(int(request["pid"]))
-            for fd in fds[1:] if request["op"] == "spawn" else fds:
+            for fd in fds[1:] if forks else fds:
                 os.close(fd)
 
-    def _spawn(self, request_id: int, task_fd: int) -> None:
+    def _spawn(self, request: dict[str, Any], fd: int) -> None:
         pid = os.fork()
         if pid == 0:
             code = 70
@@ -131,14 +142,17 @@ class _Zygote:
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.default_int_handler)
                 os.setpgid(0, 0)
-                from nango.runner import worker
+                if request["op"] == "template":
+                    code = _template(socket.socket(fileno=fd), request)
+                else:
+                    from nango.runner import worker
 
-                code = worker.main(task_fd)
+                    code = worker.main(fd)
             finally:
                 os._exit(code)
-        os.close(task_fd)
+        os.close(fd)
         self.live.add(pid)
-        self.send({"op": "spawned", "id": request_id, "pid": pid})
+        self.send({"op": "spawned", "id": int(request["id"]), "pid": pid})
 
     def _kill(self, pid: int) -> None:
         if pid not in self.live:
@@ -181,6 +195,46 @@ class _Zygote:
             )
 
 
+def _open_fds() -> set[int]:
+    """The file descriptors open in this process."""
+    listed = {int(name) for name in os.listdir("/proc/self/fd")}
+    open_now: set[int] = set()
+    for fd in listed:
+        # the listing's own descriptor is closed by now
+        with contextlib.suppress(OSError):
+            os.fstat(fd)
+            open_now.add(fd)
+    return open_now
+
+
+def _unfit(control: socket.socket, why: str) -> int:
+    control.sendall(json.dumps({"op": "unfit", "why": why[:500]}).encode())
+    return 0
+
+
+def _template(control: socket.socket, request: dict[str, Any]) -> int:
+    """A template's life: import the bundle, then fork a worker per request until the runner lets go."""
+    from nango.runner import worker
+    from nango.runner.wire import Limits
+
+    if not os.path.isdir("/proc/self/task"):
+        return _unfit(control, "this system does not show a process's threads and files")
+    before = _open_fds()
+    try:
+        worker.load_template(request["bundle_dir"], Limits(int(request["memory_mb"]), int(request["cpu_seconds"])))
+    except BaseException as exc:
+        return _unfit(control, f"{type(exc).__name__}: {exc}")
+    # what a fork copies badly: a thread's locks without the thread, a socket or file every worker would share
+    if len(os.listdir("/proc/self/task")) > 1:
+        return _unfit(control, "importing the bundle starts a thread")
+    if _open_fds() - before:
+        return _unfit(control, "importing the bundle leaves a file or socket open")
+    gc.collect()
+    gc.freeze()
+    _Zygote(control, templates=False).serve()
+    return 0
+
+
 def main() -> None:
     """Entry point: `python -c 'from nango.runner.zygote import main; main()' <control fd>`."""
     control = socket.socket(fileno=int(sys.argv[1]))
@@ -193,7 +247,7 @@ def main() -> None:
     gc.collect()
     # objects alive now are shared with every child: keep the collector from touching (copying) them
     gc.freeze()
-    _Zygote(control).serve()
+    _Zygote(control, templates=True).serve()
 
 
 __all__ = ["harden_process", "main"]
