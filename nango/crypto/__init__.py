@@ -149,9 +149,11 @@ class PayloadSealer:
                 f"a payload was sealed with key {sealed[1:_PAYLOAD_HEADER].hex()}, which is neither "
                 "NANGO_ENCRYPTION_KEY nor one of NANGO_ENCRYPTION_PREVIOUS_KEYS"
             )
+        # views, not slices: a slice would copy the ciphertext before it is decrypted
+        view = memoryview(sealed)
         try:
             return cipher.decrypt(
-                sealed[_PAYLOAD_HEADER : _PAYLOAD_HEADER + _NONCE_BYTES], sealed[_PAYLOAD_HEADER + _NONCE_BYTES :], aad
+                view[_PAYLOAD_HEADER : _PAYLOAD_HEADER + _NONCE_BYTES], view[_PAYLOAD_HEADER + _NONCE_BYTES :], aad
             )
         except InvalidTag:
             raise DecryptionFailed(

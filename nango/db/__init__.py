@@ -11,6 +11,7 @@ import hashlib
 import logging
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -39,8 +40,10 @@ async def create_pool(
     min_size: int = 1,
     max_size: int = 10,
     connect_timeout: float = 30.0,
+    server_settings: Mapping[str, str] | None = None,
 ) -> asyncpg.Pool:
-    """A pool whose connections use `schema`; waits up to `connect_timeout` for the server."""
+    """A pool whose connections use `schema` (and any other `server_settings`); waits up to
+    `connect_timeout` for the server."""
     search_path = f"{_identifier(schema)},public"
     deadline = time.monotonic() + connect_timeout
     delay = 0.2
@@ -50,7 +53,11 @@ async def create_pool(
                 url,
                 min_size=min(min_size, max_size),
                 max_size=max_size,
-                server_settings={"search_path": search_path, "application_name": application_name},
+                server_settings={
+                    **(server_settings or {}),
+                    "search_path": search_path,
+                    "application_name": application_name,
+                },
                 command_timeout=60,
             )
             return pool

@@ -17,7 +17,7 @@ from nango.persist.records import RecordsCache
 from nango.persist.rpc import SERVICE_NAME, TASK_METHODS, PersistServicer
 from nango.persist.sealing import payload_sealer
 from nango.persist.settings import PersistSettings, RecordsDatabaseSettings
-from nango.persist.store import CheckpointStore, LockStore, RecordStore
+from nango.persist.store import POOL_SETTINGS, CheckpointStore, LockStore, RecordStore
 from nangopb.persist.v1 import persist_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -46,13 +46,14 @@ async def run(settings: PersistSettings, stop: asyncio.Event) -> None:
         schema=settings.records_schema,
         application_name="nango-persist",
         max_size=settings.records_pool_max,
+        server_settings=POOL_SETTINGS,
     )
     try:
         oplog = await open_operations_log(logs_url, settings)
         retention = LogRetention(oplog.store, retention_days=settings.logs_retention_days)
         retention.start()
         await check_payload_keys(pool, sealer)
-        records = RecordsCache(RecordStore(pool), sealer)
+        records = RecordsCache(RecordStore(pool, custom_plans=True), sealer)
         pruning: PruningDaemon | None = None
         try:
             if settings.auto_pruning_days is not None:

@@ -15,8 +15,9 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from json.scanner import make_scanner
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from nango.crypto import PayloadSealer
@@ -64,6 +65,9 @@ DEFAULT_PRUNE_LIMIT = 1000
 _CANONICAL = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 _METADATA_KEY = "_nango_metadata"
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
+_BLANKS = frozenset(" \t\n\r")
+# a record's time stamp in a page row: a datetime, or microseconds since the Unix epoch (`RecordStore.page`)
+Moment = datetime | int
 _NOT_JSON = "records must be a JSON array of objects (the batch is not valid JSON)"
 
 
@@ -72,15 +76,17 @@ def _refuse_constant(name: str) -> Any:
 
 
 _DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+# the decoder's own scanner, called without `raw_decode`'s wrapping once per record
+_SCAN = make_scanner(_DECODER)  # type: ignore[arg-type]
 
 
 @dataclass(slots=True)
 class IncomingRecord:
     """A record of a batch: the object (its `id` made a string) and, when it can be stored as it came,
-    its JSON text as sent."""
+    its JSON as sent (UTF-8)."""
 
     record: dict[str, Any]
-    text: str | None
+    text: bytes | None
 
 
 def _skip_whitespace(text: str, position: int) -> int:
@@ -88,16 +94,20 @@ def _skip_whitespace(text: str, position: int) -> int:
     return position if match is None else match.end()
 
 
-def _array_elements(raw: bytes) -> list[tuple[Any, str]]:
-    """Each element of a JSON array with its own text, parsed in one pass (the texts spare re-encoding)."""
+def _array_elements(raw: bytes) -> list[tuple[Any, bytes]]:
+    """Each element of a JSON array with its own UTF-8 text, parsed in one pass (the texts spare
+    re-encoding)."""
     try:
         text = raw.decode()
     except UnicodeDecodeError:
         raise InvalidRequest("records must be UTF-8 JSON") from None
+    # str positions are byte positions in ASCII: each element's bytes are then sliced, not encoded again
+    ascii_only = raw.isascii()
+    scan = _SCAN
     position = _skip_whitespace(text, 0)
     if text[position : position + 1] != "[":
         raise InvalidRequest("records must be a JSON array of objects")
-    elements: list[tuple[Any, str]] = []
+    elements: list[tuple[Any, bytes]] = []
     position = _skip_whitespace(text, position + 1)
     if text[position : position + 1] == "]":
         end = position + 1
@@ -106,18 +116,27 @@ def _array_elements(raw: bytes) -> list[tuple[Any, str]]:
             if len(elements) == MAX_RECORDS_PER_BATCH:
                 raise InvalidRequest(f"a batch holds at most {MAX_RECORDS_PER_BATCH} records")
             try:
-                value, end = _DECODER.raw_decode(text, position)
-            except (ValueError, RecursionError):
+                value, end = scan(text, position)
+            except (StopIteration, ValueError, RecursionError):
                 raise InvalidRequest(_NOT_JSON) from None
-            elements.append((value, text[position:end]))
-            position = _skip_whitespace(text, end)
-            separator = text[position : position + 1]
-            if separator == "]":
-                end = position + 1
-                break
-            if separator != ",":
-                raise InvalidRequest(_NOT_JSON)
-            position = _skip_whitespace(text, position + 1)
+            elements.append((value, raw[position:end] if ascii_only else text[position:end].encode()))
+            separator = text[end : end + 1]
+            if separator == ",":
+                position = end + 1
+                if text[position : position + 1] in _BLANKS:
+                    position = _skip_whitespace(text, position)
+                continue
+            if separator != "]":
+                position = _skip_whitespace(text, end)
+                separator = text[position : position + 1]
+                if separator == ",":
+                    position = _skip_whitespace(text, position + 1)
+                    continue
+                if separator != "]":
+                    raise InvalidRequest(_NOT_JSON)
+                end = position
+            end += 1
+            break
     if text[end:].strip(" \t\n\r"):
         raise InvalidRequest(_NOT_JSON)
     return elements
@@ -129,10 +148,14 @@ def parse_record_batch(raw: bytes) -> list[IncomingRecord]:
         raise InvalidRequest(f"a batch is at most {MAX_BATCH_BYTES // MB} MB of JSON")
     batch = []
     for index, (record, text) in enumerate(_array_elements(raw)):
-        if not isinstance(record, dict):
+        if type(record) is not dict:
             raise InvalidRequest(f"records[{index}] must be a JSON object")
+        value = record.get("id")
+        if type(value) is str and 0 < len(value) <= MAX_EXTERNAL_ID_LENGTH and _METADATA_KEY not in record:
+            batch.append(IncomingRecord(record, text))
+            continue
         # a number id or a `_nango_metadata` of its own changes the stored payload: re-encoded then
-        as_sent = type(record.get("id")) is str and _METADATA_KEY not in record
+        as_sent = type(value) is str and _METADATA_KEY not in record
         record["id"] = external_id_of(record, index)
         batch.append(IncomingRecord(record, text if as_sent else None))
     return batch
@@ -156,8 +179,7 @@ def external_id_of(record: dict[str, Any], index: int) -> str:
     return external_id
 
 
-@dataclass(frozen=True, slots=True)
-class PreparedRecord:
+class PreparedRecord(NamedTuple):
     external_id: str
     payload: bytes
     data_hash: bytes
@@ -196,15 +218,17 @@ def prepare(records: Sequence[IncomingRecord]) -> tuple[list[PreparedRecord], li
     prepared: list[PreparedRecord] = []
     seen: set[str] = set()
     repeated: list[str] = []
+    blake2b = hashlib.blake2b
     for index, incoming in enumerate(records):
         external_id = incoming.record["id"]
         if external_id in seen:
             repeated.append(external_id)
             continue
         seen.add(external_id)
-        payload = canonical_payload(incoming.record, index) if incoming.text is None else incoming.text.encode()
-        check_record_size(payload, index)
-        prepared.append(PreparedRecord(external_id, payload, payload_hash(payload)))
+        payload = canonical_payload(incoming.record, index) if incoming.text is None else incoming.text
+        if len(payload) > MAX_RECORD_BYTES:
+            check_record_size(payload, index)
+        prepared.append(PreparedRecord(external_id, payload, blake2b(payload, digest_size=16).digest()))
     return prepared, repeated
 
 
@@ -310,31 +334,50 @@ class MergeGuard:
         return Merging(self.merging.strategy, encode_cursor(last.updated_at, last.record_id))
 
 
+_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def moment_from_epoch_us(microseconds: int) -> datetime:
+    return _UNIX_EPOCH + timedelta(microseconds=microseconds)
+
+
 class PageWriter:
     """Records as the public API shows them: payload plus `_nango_metadata`. This is the read hot path:
     payloads are spliced as bytes, never parsed, and the metadata before the cursor is built once per
-    distinct set of timestamps (a batch's records share theirs)."""
+    distinct set of timestamps (a batch's records share theirs, and pages come in timestamp order, so
+    a row is matched against the previous one by equality before any hashing)."""
 
     def __init__(self, sealer: PayloadSealer, aad_prefix: bytes) -> None:
-        self._sealer = sealer
+        self._open = sealer.open
         self._prefix = aad_prefix
-        self._iso: dict[datetime, str] = {}
+        self._iso: dict[Moment, str] = {}
         # (created, updated, deleted, pruned) -> (metadata up to the cursor's value, cursor text up to the id)
-        self._heads: dict[tuple[datetime, datetime, datetime | None, datetime | None], tuple[bytes, bytes]] = {}
+        self._heads: dict[tuple[Moment, Moment, Moment | None, Moment | None], tuple[bytes, bytes]] = {}
+        self._last_key: tuple[Moment, Moment, Moment | None, Moment | None] | None = None
+        self._last_head = (b"", b"")
 
-    def _format(self, moment: datetime) -> str:
+    def _format(self, moment: Moment) -> str:
         text = self._iso.get(moment)
         if text is None:
-            text = self._iso[moment] = moment.isoformat(timespec="microseconds")
+            as_datetime = moment_from_epoch_us(moment) if isinstance(moment, int) else moment
+            text = self._iso[moment] = as_datetime.isoformat(timespec="microseconds")
         return text
 
     def _head(
-        self, created_at: datetime, updated_at: datetime, deleted_at: datetime | None, pruned_at: datetime | None
+        self, created_at: Moment, updated_at: Moment, deleted_at: Moment | None, pruned_at: Moment | None
     ) -> tuple[bytes, bytes]:
         key = (created_at, updated_at, deleted_at, pruned_at)
+        if key == self._last_key:
+            return self._last_head
         found = self._heads.get(key)
-        if found is not None:
-            return found
+        if found is None:
+            found = self._heads[key] = self._build_head(created_at, updated_at, deleted_at, pruned_at)
+        self._last_key, self._last_head = key, found
+        return found
+
+    def _build_head(
+        self, created_at: Moment, updated_at: Moment, deleted_at: Moment | None, pruned_at: Moment | None
+    ) -> tuple[bytes, bytes]:
         modified = self._format(updated_at)
         if deleted_at is not None:
             action = "DELETED"
@@ -344,27 +387,28 @@ class PageWriter:
             action = "UPDATED"
         deleted = "null" if deleted_at is None else f'"{self._format(deleted_at)}"'
         pruned = "null" if pruned_at is None else f'"{self._format(pruned_at)}"'
+        # spliced after the payload's last value, or after the id of a pruned record
         metadata = (
-            f'"_nango_metadata":{{"first_seen_at":"{self._format(created_at)}","last_modified_at":"{modified}",'
+            f',"_nango_metadata":{{"first_seen_at":"{self._format(created_at)}","last_modified_at":"{modified}",'
             f'"last_action":"{action}","deleted_at":{deleted},"pruned_at":{pruned},"cursor":"'
         ).encode()
-        # spliced after the payload's last value, or after the id of a pruned record
-        metadata = b"," + metadata
-        found = self._heads[key] = (metadata, f"{modified}||".encode())
-        return found
+        return metadata, f"{modified}||".encode()
 
     def _write(self, row: Sequence[Any], out: list[bytes | memoryview]) -> None:
-        external_id, record_id, data, created_at, updated_at, deleted_at, pruned_at = row
-        metadata, cursor_head = self._head(created_at, updated_at, deleted_at, pruned_at)
+        # rows are (external_id, id, data, created_at, updated_at, deleted_at, pruned_at[, ...]), read by
+        # position (a page's rows carry more columns); a moment is a datetime or microseconds since the epoch
+        external_id, data = row[0], row[2]
+        metadata, cursor_head = self._head(row[3], row[4], row[5], row[6])
         if data is None:
             out.append(b'{"id":' + json.dumps(external_id, ensure_ascii=False).encode())
         else:
-            # a stored payload is a JSON object holding at least "id", so it ends with "}" after a value
-            out.append(memoryview(self._sealer.open(data, self._prefix + external_id.encode()))[:-1])
+            # a stored payload is a JSON object holding at least "id", so it ends with "}" after a value;
+            # the payload, its metadata and the cursor are one piece (one copy here, one in the page's join)
+            payload = self._open(data, self._prefix + external_id.encode())
+            out.append(memoryview(payload)[:-1])
         out.append(metadata)
         # the cursor: base64("<last_modified_at>||<record uuid>")
-        out.append(binascii.b2a_base64(cursor_head + str(record_id).encode(), newline=False))
-        out.append(b'"}}')
+        out.append(binascii.b2a_base64(cursor_head + str(row[1]).encode(), newline=False) + b'"}}')
 
     def record(self, row: Sequence[Any]) -> bytes:
         out: list[bytes | memoryview] = []
@@ -373,11 +417,14 @@ class PageWriter:
 
     def page(self, rows: Sequence[Sequence[Any]]) -> bytes:
         """The JSON array of the rows, copied into one buffer once."""
-        out: list[bytes | memoryview] = [b"["]
-        for index, row in enumerate(rows):
-            if index:
-                out.append(b",")
-            self._write(row, out)
+        out: list[bytes | memoryview] = []
+        write = self._write
+        for row in rows:
+            out.append(b",")
+            write(row, out)
+        if not out:
+            return b"[]"
+        out[0] = b"["
         out.append(b"]")
         return b"".join(out)
 
@@ -533,7 +580,7 @@ class RecordsCache:
         after = decode_cursor(query.cursor) if query.cursor else None
         rows, more = await self.store.page(scope, query, after, PAGE_BYTES_BUDGET)
         body = PageWriter(self.sealer, self._aad_prefix(scope)).page(rows)
-        return RecordPage(body, encode_cursor(rows[-1][4], rows[-1][1]) if more else None)
+        return RecordPage(body, encode_cursor(moment_from_epoch_us(rows[-1][4]), rows[-1][1]) if more else None)
 
     async def cursor(self, scope: RecordScope, position: CursorPosition) -> str | None:
         found = await self.store.cursor_at(scope, last=position is CursorPosition.LAST)

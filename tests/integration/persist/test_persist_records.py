@@ -34,6 +34,7 @@ from nango.persist.client import (
     RecordAction,
     RecordScope,
 )
+from nango.persist.cursor import encode_cursor
 from nango.persist.models import MAX_RECORD_BYTES, MB, PAGE_BYTES_BUDGET
 from nango.persist.settings import PersistSettings
 from nangopb.persist.v1 import persist_pb2, persist_pb2_grpc
@@ -734,3 +735,50 @@ async def test_reconcile_input_is_checked(client: PersistClient, persist: Persis
         await task_client.start_reconcile(scope, "task-7")
         await task_client.mark_records_seen(scope, "task-7", ["c-1"])
         assert (await task_client.finish_reconcile(scope, "task-7")).deleted == 0
+
+
+async def test_page_times_and_cursors_are_the_stored_ones_to_the_microsecond(
+    client: PersistClient, db: asyncpg.Connection
+) -> None:
+    # pages read timestamps as microseconds since the epoch: whole seconds, years before 1970 and
+    # late years must come out exactly as the stored moments
+    scope = new_scope()
+    await client.save_records(scope, [contact(i) for i in range(4)])
+    moments = {
+        "c-0": ("1969-12-31 23:59:59.999999+00", "1969-12-31 23:59:59.999999+00"),
+        "c-1": ("2024-05-01 10:00:00+00", "2024-05-01 12:00:00.000001+00"),
+        "c-2": ("2001-02-03 04:05:06.5+00", "9000-01-01 00:00:00+00"),
+    }
+    for external_id, (created_at, updated_at) in moments.items():
+        await db.execute(
+            "UPDATE records SET created_at = $4::text::timestamptz, updated_at = $5::text::timestamptz "
+            "WHERE connection_id = $1 AND model = $2 AND external_id = $3",
+            scope.connection_id,
+            scope.model,
+            external_id,
+            created_at,
+            updated_at,
+        )
+    stored = {
+        row["external_id"]: row
+        for row in await db.fetch(
+            "SELECT external_id, id, created_at, updated_at FROM records WHERE connection_id = $1 AND model = $2",
+            scope.connection_id,
+            scope.model,
+        )
+    }
+
+    first = await client.get_records(scope, limit=3)
+    rest = await client.get_records(scope, cursor=first.next_cursor, limit=3)
+
+    records = first.records() + rest.records()
+    assert [r["id"] for r in records] == ["c-0", "c-1", "c-3", "c-2"]
+    for record in records:
+        row = stored[record["id"]]
+        meta = record["_nango_metadata"]
+        assert meta["first_seen_at"] == row["created_at"].isoformat(timespec="microseconds")
+        assert meta["last_modified_at"] == row["updated_at"].isoformat(timespec="microseconds")
+        assert meta["cursor"] == encode_cursor(row["updated_at"], row["id"])
+        assert meta["last_action"] == ("ADDED" if row["created_at"] == row["updated_at"] else "UPDATED")
+    assert first.next_cursor == records[2]["_nango_metadata"]["cursor"]
+    assert rest.next_cursor is None

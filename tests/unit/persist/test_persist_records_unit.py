@@ -22,6 +22,7 @@ from nango.persist.records import (
     PageWriter,
     SummaryBuilder,
     canonical_payload,
+    moment_from_epoch_us,
     parse_deletions,
     parse_record_batch,
     payload_hash,
@@ -273,3 +274,37 @@ def test_lock_keys_differ_per_connection_and_model() -> None:
     keys = {model_lock_key(c, m) for c in (1, 2) for m in ("Contact", "Deal")}
     assert len(keys) == 4
     assert all(-(2**63) <= k < 2**63 for k in keys)
+
+
+def test_a_page_row_may_carry_its_times_as_epoch_microseconds() -> None:
+    sealer = PayloadSealer(parse_key(generate_key()))
+    sealed = sealer.seal(b'{"id":"c-1","n":1}', b"9/Contact/c-1")
+    before_1970 = datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+    for created, updated in ((MOMENT - timedelta(days=1), MOMENT), (before_1970, before_1970)):
+        as_datetimes = ("c-1", RECORD_ID, sealed, created, updated, None, None)
+        as_integers = ("c-1", RECORD_ID, sealed, epoch_us(created), epoch_us(updated), None, None, True)
+        writer = PageWriter(sealer, b"9/Contact/")
+        assert writer.page([as_integers, as_integers]) == writer.page([as_datetimes, as_datetimes])
+        assert moment_from_epoch_us(epoch_us(updated)) == updated
+
+
+def epoch_us(moment: datetime) -> int:
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+
+def test_record_texts_are_kept_as_sent_whatever_the_spacing() -> None:
+    raw = b'[{"id":"a"},{"id": "b"} ,\n\t{"id":"c","x":[1, 2]}\r\n,{"id":"d"}  ]  '
+    records = parse_record_batch(raw)
+    assert [r.text for r in records] == [b'{"id":"a"}', b'{"id": "b"}', b'{"id":"c","x":[1, 2]}', b'{"id":"d"}']
+    # outside ASCII, character positions are not byte positions
+    records = parse_record_batch('[{"id":"é"},  {"id":"ü","s":"ß"}]'.encode())
+    assert [r.text for r in records] == ['{"id":"é"}'.encode(), '{"id":"ü","s":"ß"}'.encode()]
+    for bad in (
+        b'[{"id":"a"},,{"id":"b"}]',
+        b'[{"id":"a"} ]x',
+        b'[{"id":"a"},]',
+        b'[{"id":"a"}  ,  ]',
+        b'[{"id":"a"} }',
+    ):
+        with pytest.raises(InvalidRequest, match="not valid JSON"):
+            parse_record_batch(bad)
