@@ -5,7 +5,8 @@ Measures, over --runs runs each:
 - warm: the same data directory again (everything exists);
 as seconds from process start to "is up" on stdout (all five services and the gateway healthy,
 environments readable). Then, after --idle seconds of idleness, the resident memory (RSS, and
-USS = memory unique to the process) of every service, the launcher and the embedded Postgres.
+USS = memory unique to the process, PSS = resident memory with shared pages split between the
+processes sharing them) of every service with its children, the launcher and the embedded Postgres.
 
     .venv/bin/python bench/startup.py [--runs 3] [--idle 5]
 """
@@ -66,29 +67,33 @@ def stop(process: subprocess.Popen[bytes]) -> None:
     process.wait(60)
 
 
-def memory(process: subprocess.Popen[bytes], pgdata: Path) -> dict[str, tuple[float, float]]:
-    """Name -> (RSS MiB, USS MiB)."""
-    found: dict[str, tuple[float, float]] = {}
+def memory(process: subprocess.Popen[bytes], pgdata: Path) -> dict[str, tuple[float, float, float]]:
+    """Name -> (RSS, USS, PSS) in MiB, each service with its own children (the runner's zygote and
+    templates). RSS counts a shared page in every process that maps it (Postgres's shared buffers in
+    each backend, the zygote's heap in each fork); PSS splits it between them, so PSS sums to what the
+    platform really holds."""
+    found: dict[str, tuple[float, float, float]] = {}
     launcher = psutil.Process(process.pid)
     mib = 1024 * 1024
 
-    def sample(p: psutil.Process) -> tuple[float, float]:
-        info = p.memory_full_info()
-        return info.rss / mib, info.uss / mib
+    def sample(family: list[psutil.Process]) -> tuple[float, float, float]:
+        infos = [p.memory_full_info() for p in family]
+        return (
+            sum(i.rss for i in infos) / mib,
+            sum(i.uss for i in infos) / mib,
+            sum(i.pss for i in infos) / mib,
+        )
 
-    found["launcher (nango up)"] = sample(launcher)
-    for child in launcher.children(recursive=True):
+    found["launcher (nango up)"] = sample([launcher])
+    for child in launcher.children():
         cmdline = " ".join(child.cmdline())
         for name in SERVICES:
             if f"-m nango.{name}" in cmdline:
-                found[name] = sample(child)
+                found[name] = sample([child, *child.children(recursive=True)])
     postgres = [p for p in psutil.process_iter(["name", "cmdline"]) if p.info["name"] == "postgres"]
     ours = [p for p in postgres if str(pgdata) in " ".join(p.info["cmdline"] or [])]
     if ours:
-        family = [ours[0], *ours[0].children(recursive=True)]
-        rss = sum(sample(p)[0] for p in family)
-        uss = sum(sample(p)[1] for p in family)
-        found["embedded postgres (all backends)"] = (rss, uss)
+        found["embedded postgres (all backends)"] = sample([ours[0], *ours[0].children(recursive=True)])
     return found
 
 
@@ -99,7 +104,7 @@ def main() -> None:
     args = parser.parse_args()
     fresh: list[float] = []
     warm: list[float] = []
-    samples: list[dict[str, tuple[float, float]]] = []
+    samples: list[dict[str, tuple[float, float, float]]] = []
     with tempfile.TemporaryDirectory(prefix="nango-bench-") as tmp:
         for run in range(args.runs):
             data_dir = Path(tmp) / f"data-{run}"
@@ -121,19 +126,17 @@ def main() -> None:
     print(f"nango up, {args.runs} runs, machine: {os.cpu_count()} cores, python {sys.version.split()[0]}")
     print(line("healthy from start, fresh data dir", fresh, "s"))
     print(line("healthy from start, warm data dir", warm, "s"))
-    print(f"idle memory after {args.idle:.0f} s (median over runs), MiB:")
-    names = list(samples[0])
-    total_rss = total_uss = 0.0
-    for name in names:
-        rss = statistics.median(s[name][0] for s in samples if name in s)
-        uss = statistics.median(s[name][1] for s in samples if name in s)
-        print(f"  {name:<36} RSS {rss:7.1f}   USS {uss:7.1f}")
+    print(f"idle memory after {args.idle:.0f} s (median over runs), MiB (a service with its child processes):")
+    totals = [0.0, 0.0, 0.0]
+    for name in samples[0]:
+        rss, uss, pss = (statistics.median(s[name][i] for s in samples if name in s) for i in range(3))
+        print(f"  {name:<36} RSS {rss:7.1f}   USS {uss:7.1f}   PSS {pss:7.1f}")
         if name in SERVICES:
-            total_rss += rss
-            total_uss += uss
-    print(f"  {'sum of the five services':<36} RSS {total_rss:7.1f}   USS {total_uss:7.1f}")
-    everything = [sum(s[n][0] for n in s) for s in samples]
-    print(f"  {'everything (services+launcher+pg)':<36} RSS {statistics.median(everything):7.1f}")
+            totals = [totals[0] + rss, totals[1] + uss, totals[2] + pss]
+    print(f"  {'sum of the five services':<36} RSS {totals[0]:7.1f}   USS {totals[1]:7.1f}   PSS {totals[2]:7.1f}")
+    rss_all = statistics.median(sum(v[0] for v in s.values()) for s in samples)
+    pss_all = statistics.median(sum(v[2] for v in s.values()) for s in samples)
+    print(f"  {'everything (services+launcher+pg)':<36} RSS {rss_all:7.1f}                 PSS {pss_all:7.1f}")
 
 
 if __name__ == "__main__":

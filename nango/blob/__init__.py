@@ -13,13 +13,15 @@ from pathlib import Path
 
 from nango.blob.base import BlobKeyConflict, BlobNotFound, BlobStore, InvalidBlobKey, check_key, check_prefix
 from nango.blob.local import LocalBlobStore
-from nango.blob.s3 import S3BlobStore
 from nango.config import BlobSettings
 
 
 def open_blob_store(settings: BlobSettings, data_dir: Path) -> BlobStore:
     """S3 when `settings.bucket_name` is set, else the folder `settings.blob_dir` or `<data_dir>/blobs`."""
     if settings.bucket_name:
+        # boto3 takes a fifth of a second to import: only processes that use S3 pay for it
+        from nango.blob.s3 import S3BlobStore
+
         return S3BlobStore(settings.bucket_name, endpoint_url=settings.s3_endpoint_url, region=settings.aws_region)
     return LocalBlobStore(settings.blob_dir or data_dir / "blobs")
 
@@ -30,7 +32,6 @@ __all__ = [
     "BlobStore",
     "InvalidBlobKey",
     "LocalBlobStore",
-    "S3BlobStore",
     "check_key",
     "check_prefix",
     "open_blob_store",

@@ -19,14 +19,16 @@ from __future__ import annotations
 
 from nango.kv.base import KVStore, Lock, LockTimeout, Subscription
 from nango.kv.memory import MemoryKV
-from nango.kv.redis_store import RedisKV
 
 
 def open_kv(redis_url: str | None, *, prefix: str = "nango:") -> KVStore:
     """Redis when `redis_url` is set (nothing is connected until first use), else the in-process store."""
     if redis_url:
+        # redis-py takes a tenth of a second to import: only processes that use Redis pay for it
+        from nango.kv.redis_store import RedisKV
+
         return RedisKV(redis_url, prefix=prefix)
     return MemoryKV(prefix=prefix)
 
 
-__all__ = ["KVStore", "Lock", "LockTimeout", "MemoryKV", "RedisKV", "Subscription", "open_kv"]
+__all__ = ["KVStore", "Lock", "LockTimeout", "MemoryKV", "Subscription", "open_kv"]

@@ -19,15 +19,11 @@ import socket
 import sys
 from pathlib import Path
 
-import aiohttp
-
 from nango import __version__
 from nango.config import SettingsError, load
-from nango.grpckit import check_health
 from nango.launcher.postgres import EmbeddedPostgres
 from nango.launcher.settings import LauncherSettings
 from nango.launcher.supervisor import Child, GaveUp, Supervisor
-from nango.server.client import ServerClient
 from nango.telemetry import register_secret
 
 log = logging.getLogger("nango.up")
@@ -61,15 +57,29 @@ def _ports_in_use(host: str, ports: dict[str, int]) -> list[str]:
     return busy
 
 
-async def _http_ok(url: str) -> bool:
+async def _http_ok(host: str, port: int, path: str) -> bool:
+    """True when `GET path` answers 200 within a second (plain asyncio: the launcher imports no HTTP
+    client before the services are started, so they start sooner)."""
+    writer: asyncio.StreamWriter | None = None
     try:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(url, timeout=aiohttp.ClientTimeout(total=1)) as r,
-        ):
-            return r.status == 200
-    except (aiohttp.ClientError, TimeoutError):
+        async with asyncio.timeout(1):
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\n\r\n".encode())
+            await writer.drain()
+            status = (await reader.readline()).split()
+            return len(status) >= 2 and status[1] == b"200"
+    except (OSError, TimeoutError):
         return False
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+async def _grpc_healthy(target: str) -> bool:
+    # imported once the services are started: grpc and its instrumentation take a while to import
+    from nango.grpckit import check_health
+
+    return await check_health(target)
 
 
 async def up(settings: LauncherSettings) -> int:
@@ -134,15 +144,15 @@ async def up(settings: LauncherSettings) -> int:
     )
 
     def grpc_child(name: str, port: int) -> Child:
-        return Child(name, env, lambda: check_health(f"{local}:{port}"))
+        return Child(name, env, lambda: _grpc_healthy(f"{local}:{port}"))
 
     server = Child(
         "server",
         env,
         lambda: _both(
-            _http_ok(f"http://{local}:{settings.server_port}/health"),
-            check_health(f"{local}:{settings.server_grpc_port}"),
-            *([_http_ok(f"http://{local}:{settings.connect_ui_port}/health")] if settings.serve_connect_ui else []),
+            _http_ok(local, settings.server_port, "/health"),
+            _grpc_healthy(f"{local}:{settings.server_grpc_port}"),
+            *([_http_ok(local, settings.connect_ui_port, "/health")] if settings.serve_connect_ui else []),
         ),
     )
     supervisor = Supervisor(
@@ -200,6 +210,8 @@ async def _both(*checks: object) -> bool:
 
 
 async def _print_banner(settings: LauncherSettings, token: str, local: str, postgres: EmbeddedPostgres | None) -> None:
+    from nango.server.client import ServerClient
+
     client = ServerClient(f"{local}:{settings.server_grpc_port}", token)
     try:
         environments = await client.list_environments()

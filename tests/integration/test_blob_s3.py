@@ -11,7 +11,8 @@ from typing import Any
 import boto3
 import pytest
 
-from nango.blob import BlobNotFound, BlobStore, S3BlobStore, open_blob_store
+from nango.blob import BlobNotFound, BlobStore, open_blob_store
+from nango.blob.s3 import S3BlobStore
 from nango.config import BlobSettings
 from nango.errors import ServiceUnavailable
 from tests.conftest import free_port

@@ -15,7 +15,8 @@ import pytest
 import redis.asyncio as redis
 
 from nango.errors import ServiceUnavailable
-from nango.kv import KVStore, LockTimeout, RedisKV, open_kv
+from nango.kv import KVStore, LockTimeout, open_kv
+from nango.kv.redis_store import RedisKV
 from tests.conftest import free_port, wait_for_port
 from tests.unit.kv.test_kv_contract import KVContract, name, receive
 

@@ -12,9 +12,9 @@ from nango.blob import (
     BlobStore,
     InvalidBlobKey,
     LocalBlobStore,
-    S3BlobStore,
     open_blob_store,
 )
+from nango.blob.s3 import S3BlobStore
 from nango.config import BlobSettings
 from tests.unit.blob.test_blob_contract import HOSTILE_KEYS, BlobContract
 

@@ -5,7 +5,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from nango.kv import KVStore, MemoryKV, RedisKV, open_kv
+from nango.kv import KVStore, MemoryKV, open_kv
+from nango.kv.redis_store import RedisKV
 from tests.unit.kv.test_kv_contract import KVContract, name, receive
 
 
