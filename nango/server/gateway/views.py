@@ -17,7 +17,12 @@ def js_date(value: datetime | None) -> str | None:
     """ISO-8601 with milliseconds and Z, as JavaScript's Date.toISOString prints it."""
     if value is None:
         return None
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    v = value if value.tzinfo is UTC else value.astimezone(UTC)
+    # formatted field by field: strftime costs several times as much, on every connection read
+    return (
+        f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}."
+        f"{v.microsecond // 1000:03d}Z"
+    )
 
 
 def integration_credentials(integration: Integration, provider: Provider | None) -> dict[str, Any] | None:
