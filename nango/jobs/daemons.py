@@ -16,6 +16,7 @@ from nango.jobs.settings import ProcessorLoop
 from nango.jobs.settle import Settler
 from nango.jobs.store import JobsStore
 from nango.orchestrator.client import OrchestratorClient
+from nango.process.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +103,12 @@ class DequeueLoop:
             log.error("task handler crashed", exc_info=job.exception())
 
 
-class Reconciler:
+class Reconciler(Periodic):
     """Every interval: settles tasks the orchestrator ended without a result from their runner
     (expired on heartbeat, cancelled), retries results whose settling failed half-way, wakes this
     process's waiters for tasks another replica settled, and now and then forgets old history."""
 
+    name = "jobs-reconciler"
     batch = 500
     clean_every = 600.0
     clean_limit = 1000
@@ -121,35 +123,12 @@ class Reconciler:
         interval: timedelta,
         jobs_kept: timedelta,
     ) -> None:
+        super().__init__(interval)
         self.store = store
         self.settler = settler
         self.orchestrator = orchestrator
-        self.interval = interval
         self.jobs_kept = jobs_kept
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._cleaned_at = time.monotonic()
-
-    def start(self) -> None:
-        self._stopping.clear()
-        self._task = asyncio.create_task(self._loop(), name="jobs-reconciler")
-
-    async def stop(self) -> None:
-        """Let the current tick finish, then end the loop."""
-        self._stopping.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
-
-    async def _loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                await self.tick()
-            except Exception:
-                log.exception("reconciler tick failed")
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.interval.total_seconds()):
-                    await self._stopping.wait()
 
     async def tick(self) -> int:
         """Returns how many tasks it settled."""

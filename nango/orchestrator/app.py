@@ -8,12 +8,13 @@ import logging
 
 from nango.db import create_pool, migrate_url
 from nango.grpckit import ServiceBinding, start_server
-from nango.orchestrator.daemons import CleaningDaemon, Daemon, ExpiringDaemon, SchedulingDaemon
+from nango.orchestrator.daemons import CleaningDaemon, ExpiringDaemon, SchedulingDaemon
 from nango.orchestrator.events import TaskEvents
 from nango.orchestrator.rpc import OrchestratorServicer
 from nango.orchestrator.scheduler import Scheduler
 from nango.orchestrator.settings import OrchestratorDatabaseSettings, OrchestratorSettings
 from nango.orchestrator.store import Store
+from nango.process.periodic import Periodic
 from nangopb.orchestrator.v1 import orchestrator_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ async def migrate(db: OrchestratorDatabaseSettings) -> list[str]:
     return await migrate_url(db.database(), db.orchestrator_schema, "nango.orchestrator")
 
 
-def build_daemons(scheduler: Scheduler, settings: OrchestratorSettings) -> list[Daemon]:
+def build_daemons(scheduler: Scheduler, settings: OrchestratorSettings) -> list[Periodic]:
     return [
         ExpiringDaemon(scheduler, settings.expiring_tick()),
         SchedulingDaemon(scheduler, settings.scheduling_tick()),
@@ -44,7 +45,7 @@ async def run(settings: OrchestratorSettings, stop: asyncio.Event) -> None:
         max_size=settings.orchestrator_pool_max,
     )
     events = TaskEvents(url, settings.orchestrator_schema)
-    daemons: list[Daemon] = []
+    daemons: list[Periodic] = []
     try:
         await events.start()
         scheduler = Scheduler(Store(pool), events, waiting_per_group_max=settings.task_created_per_group_count_max)

@@ -3,13 +3,11 @@ runs all of them at once without doing any piece of work twice."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from abc import ABC, abstractmethod
 from datetime import timedelta
 
 from nango.orchestrator.scheduler import Scheduler
+from nango.process.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -17,45 +15,10 @@ log = logging.getLogger(__name__)
 MAX_BATCHES_PER_TICK = 10
 
 
-class Daemon(ABC):
-    """Runs `tick()` every `interval` until stopped; a failed tick is logged and the loop goes on."""
-
-    name = "daemon"
-
-    def __init__(self, interval: timedelta) -> None:
-        self.interval = interval
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    @abstractmethod
-    async def tick(self) -> None: ...
-
-    def start(self) -> None:
-        self._stopping.clear()
-        self._task = asyncio.create_task(self._loop(), name=f"orchestrator-{self.name}")
-
-    async def stop(self) -> None:
-        """Let the current tick finish, then end the loop."""
-        self._stopping.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
-
-    async def _loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                await self.tick()
-            except Exception:
-                log.exception("daemon tick failed", extra={"daemon": self.name})
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.interval.total_seconds()):
-                    await self._stopping.wait()
-
-
-class ExpiringDaemon(Daemon):
+class ExpiringDaemon(Periodic):
     """Expires tasks past one of their three timeouts, and retries those whose policy allows."""
 
-    name = "expiring"
+    name = "orchestrator-expiring"
     batch = 1000
 
     def __init__(self, scheduler: Scheduler, interval: timedelta) -> None:
@@ -71,10 +34,10 @@ class ExpiringDaemon(Daemon):
                 return
 
 
-class SchedulingDaemon(Daemon):
+class SchedulingDaemon(Periodic):
     """Creates the task of every due schedule whose previous run has finished."""
 
-    name = "scheduling"
+    name = "orchestrator-scheduling"
     batch = 100
 
     def __init__(self, scheduler: Scheduler, interval: timedelta) -> None:
@@ -87,10 +50,10 @@ class SchedulingDaemon(Daemon):
                 return
 
 
-class CleaningDaemon(Daemon):
+class CleaningDaemon(Periodic):
     """Deletes tasks terminated long ago, except the last task of each schedule."""
 
-    name = "cleaning"
+    name = "orchestrator-cleaning"
     batch = 1000
 
     def __init__(self, scheduler: Scheduler, interval: timedelta, older_than: timedelta) -> None:

@@ -3,12 +3,11 @@ piece of it is done twice."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 
 from nango.persist.records import RecordsCache
+from nango.process.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -17,28 +16,17 @@ PRUNING_RECHECK = timedelta(hours=1)
 MODELS_PER_TICK = 10
 
 
-class PruningDaemon:
+class PruningDaemon(Periodic):
     """Empties the payloads of records not modified for `older_than` (PERSIST_AUTO_PRUNING_DAYS); the
     records and their metadata stay, read with `pruned_at` set."""
 
+    name = "persist-pruning"
+
     def __init__(self, records: RecordsCache, *, older_than: timedelta, interval: timedelta, limit: int) -> None:
+        super().__init__(interval)
         self._records = records
         self._older_than = older_than
-        self._interval = interval
         self._limit = limit
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._stopping.clear()
-        self._task = asyncio.create_task(self._loop(), name="persist-pruning")
-
-    async def stop(self) -> None:
-        """Let the current tick finish, then end the loop."""
-        self._stopping.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
 
     async def tick(self) -> int:
         """Prune up to `limit` records in each of a few due models; returns how many were pruned."""
@@ -52,16 +40,6 @@ class PruningDaemon:
         if pruned:
             log.info("record payloads pruned", extra={"count": pruned})
         return pruned
-
-    async def _loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                await self.tick()
-            except Exception:
-                log.exception("pruning tick failed")
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._interval.total_seconds()):
-                    await self._stopping.wait()
 
 
 __all__ = ["PruningDaemon"]
