@@ -28,7 +28,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,7 @@ from typing import Any
 import aiohttp
 import psutil
 import yaml
+from common import free_port
 
 from nango.jobs.client import JobsClient, SyncJobStatus
 from nango.orchestrator.client import OrchestratorClient, Task
@@ -138,12 +138,6 @@ from nango.sdk import sync
 async def tick(nango):
     return None
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def quantile(values: list[float], q: float) -> float:

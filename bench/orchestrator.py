@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import socket
 import statistics
 import time
 import uuid
@@ -22,6 +21,7 @@ from datetime import timedelta
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+from common import free_port
 
 from nango.grpckit import check_health
 from nango.orchestrator.app import run
@@ -39,12 +39,6 @@ GROUPS = 10
 HISTORY = 200_000
 PHASE_SECONDS = 60.0
 TIMEOUTS = TaskTimeouts(timedelta(minutes=10), timedelta(minutes=10), timedelta(minutes=10))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @asynccontextmanager

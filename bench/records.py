@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import psutil
+from common import free_port
 
 from nango.crypto import generate_key
 from nango.grpckit import check_health
@@ -49,12 +49,6 @@ RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 BATCH = 1000
 PAGE = 1000
 ENV = 1
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def record(i: int, version: int) -> dict[str, Any]:

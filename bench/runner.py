@@ -16,7 +16,6 @@ import io
 import os
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import zipfile
 from pathlib import Path
 
 import grpc
+from common import free_port
 
 from nango.blob import LocalBlobStore
 from nango.grpckit import ServiceBinding, TaskScope, check_health, mint_task_token, start_server
@@ -46,12 +46,6 @@ from nango.sdk import action
 async def noop(nango):
     return None
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class JobsRecorder(jobs_pb2_grpc.JobsServiceServicer):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,15 +24,10 @@ import time
 from pathlib import Path
 
 import psutil
+from common import free_port
 
 BIN = Path(sys.executable).parent
 SERVICES = ("server", "orchestrator", "jobs", "runner", "persist")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start(data_dir: Path, log: Path) -> tuple[subprocess.Popen[bytes], float]:

@@ -29,7 +29,6 @@ import hmac
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,11 +36,10 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import aiohttp
 import asyncpg
 from aiohttp import web
+from common import admin, free_port, wait_healthy, with_database
 
 from nango.crypto import generate_key
 from nango.grpckit import check_health
@@ -50,38 +48,6 @@ from nango.server.client import ServerClient
 
 TOKEN = "bench-internal-token-0123456789"  # noqa: S105 - the services' shared token for this run
 ENQUEUE_BATCH = 1_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def with_database(url: str, name: str) -> str:
-    p = urlsplit(url)
-    return urlunsplit((p.scheme, p.netloc, "/" + name, p.query, p.fragment))
-
-
-async def admin(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-async def wait_http(url: str) -> None:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(600):
-            try:
-                async with session.get(url + "/health") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise SystemExit(f"{url} not healthy")
 
 
 async def wait_grpc(target: str) -> None:
@@ -262,7 +228,7 @@ async def main() -> None:
     server = subprocess.Popen([sys.executable, "-m", "nango.server"], env=env, stdout=subprocess.DEVNULL)
     jobs_process: subprocess.Popen[bytes] | None = None
     try:
-        await wait_http(f"http://127.0.0.1:{server_port}")
+        await wait_healthy(f"http://127.0.0.1:{server_port}")
         jobs_process = subprocess.Popen([sys.executable, "-m", "nango.jobs"], env=env, stdout=subprocess.DEVNULL)
         await wait_grpc(f"127.0.0.1:{jobs_port}")
         conn = await asyncpg.connect(db_url)
