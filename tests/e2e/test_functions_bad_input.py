@@ -16,7 +16,7 @@ import pytest
 
 from nango.jobs.client import JobsClient, SyncJob, SyncJobStatus
 from nango.orchestrator.client import OrchestratorClient
-from tests.support.items import ItemsApi, Rest, items_api, start_items_platform
+from tests.support.items import ItemsApi, Rest, start_items_platform
 from tests.support.platform import Up
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -91,12 +91,6 @@ MB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-async def api() -> AsyncIterator[ItemsApi]:
-    async with items_api() as served:
-        yield served
-
-
-@pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory, api: ItemsApi) -> Iterator[Up]:
     up = start_items_platform(tmp_path_factory.mktemp("badinput"), api, "badinput")
     yield up
@@ -105,14 +99,14 @@ def platform(tmp_path_factory: pytest.TempPathFactory, api: ItemsApi) -> Iterato
 
 @pytest.fixture(scope="module")
 async def jobs(platform: Up) -> AsyncIterator[JobsClient]:
-    token = (platform.data_dir / "internal.token").read_text().strip()
+    token = platform.internal_token
     async with JobsClient(f"127.0.0.1:{platform.ports['NANGO_JOBS_PORT']}", token) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
 async def orchestrator(platform: Up) -> AsyncIterator[OrchestratorClient]:
-    token = (platform.data_dir / "internal.token").read_text().strip()
+    token = platform.internal_token
     async with OrchestratorClient(f"127.0.0.1:{platform.ports['NANGO_ORCHESTRATOR_PORT']}", token) as client:
         yield client
 

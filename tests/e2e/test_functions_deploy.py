@@ -24,7 +24,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
 
 @pytest.fixture(scope="module")
 async def orchestrator(platform: Up) -> AsyncIterator[OrchestratorClient]:
-    token = (platform.data_dir / "internal.token").read_text().strip()
+    token = platform.internal_token
     async with OrchestratorClient(f"127.0.0.1:{platform.ports['NANGO_ORCHESTRATOR_PORT']}", token) as client:
         yield client
 

@@ -189,7 +189,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream) -> It
 
 @pytest.fixture(scope="module")
 async def clients(platform: Up) -> AsyncIterator[Clients]:
-    token = (platform.data_dir / "internal.token").read_text().strip()
+    token = platform.internal_token
     ports = platform.ports
     found = Clients(
         OrchestratorClient(f"127.0.0.1:{ports['NANGO_ORCHESTRATOR_PORT']}", token),

@@ -4,11 +4,11 @@ records API's `updated` and `deleted` filters return exactly those, and no untou
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from tests.support.items import FULL_LISTING_SYNC, ITEM_MODELS, ItemsApi, Rest, items_api, start_items_platform
+from tests.support.items import FULL_LISTING_SYNC, ITEM_MODELS, ItemsApi, Rest, start_items_platform
 from tests.support.platform import Up
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -20,12 +20,6 @@ INTEGRATION = "items-10k"
 CONNECTION = "big-user"
 API_KEY = "key-10k"
 TOTAL = 10_000
-
-
-@pytest.fixture(scope="module")
-async def api() -> AsyncIterator[ItemsApi]:
-    async with items_api() as served:
-        yield served
 
 
 @pytest.fixture(scope="module")

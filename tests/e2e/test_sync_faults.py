@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
@@ -22,7 +22,6 @@ from tests.support.items import (
     FULL_LISTING_SYNC,
     ItemsApi,
     Rest,
-    items_api,
     platform_database,
     service_process,
     start_items_platform,
@@ -52,12 +51,6 @@ API_KEY = "key-faults"
 TOTAL = 8000
 # nango.sdk sends batch_save in batches of this many records
 BATCH = 1000
-
-
-@pytest.fixture(scope="module")
-async def api() -> AsyncIterator[ItemsApi]:
-    async with items_api() as served:
-        yield served
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from nango.orchestrator.client import OrchestratorClient, Schedule, ScheduleState, TaskState
-from tests.support.items import ITEM_MODELS, ItemsApi, Rest, items_api, start_items_platform
+from tests.support.items import ITEM_MODELS, ItemsApi, Rest, start_items_platform
 from tests.support.platform import Up
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -45,12 +45,6 @@ API_KEY = "key-reconcile"
 
 
 @pytest.fixture(scope="module")
-async def api() -> AsyncIterator[ItemsApi]:
-    async with items_api() as served:
-        yield served
-
-
-@pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory, api: ItemsApi) -> Iterator[Up]:
     up = start_items_platform(tmp_path_factory.mktemp("reconcile"), api, "reconcile")
     yield up
@@ -59,7 +53,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory, api: ItemsApi) -> Iterato
 
 @pytest.fixture(scope="module")
 async def orchestrator(platform: Up) -> AsyncIterator[OrchestratorClient]:
-    token = (platform.data_dir / "internal.token").read_text().strip()
+    token = platform.internal_token
     async with OrchestratorClient(f"127.0.0.1:{platform.ports['NANGO_ORCHESTRATOR_PORT']}", token) as client:
         yield client
 

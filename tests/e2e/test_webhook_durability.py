@@ -236,7 +236,7 @@ def deploy(up: Up, root: Path) -> None:
 
 @pytest.fixture(scope="module")
 async def stack(platform: Up, receiver: Receiver, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    token = (platform.data_dir / "internal.token").read_text().strip()
+    token = platform.internal_token
     api = Api(platform)
     found = Stack(
         platform,

@@ -53,6 +53,11 @@ class Up:
     def connect_ui(self) -> str:
         return f"http://127.0.0.1:{self.ports['NANGO_CONNECT_UI_PORT']}"
 
+    @property
+    def internal_token(self) -> str:
+        """The token the services accept from each other (nango up writes it to the data directory)."""
+        return (self.data_dir / "internal.token").read_text().strip()
+
     def text(self) -> str:
         return self.output.read_text(errors="replace")
 
