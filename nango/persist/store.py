@@ -55,6 +55,10 @@ class WriteOutcome:
     last: Cursor
 
 
+# a content hash (blake2b-128 of the payload's JSON) is this many bytes
+HASH_BYTES = 16
+
+
 class RecordWrite(NamedTuple):
     external_id: str
     sealed: bytes
@@ -89,9 +93,10 @@ WHERE connection_id = $1 AND model = $2 AND external_id = ANY($3::text[])
 # pruned (the payload comes back, the cursor stays). With a merging cursor ($9, $10), rows modified after
 # it are left alone. Rows written are summed up per outcome, with up to $12 of their ids. With a
 # generation ($11), the batch's ids are appended to records_seen (one row per batch, older generations
-# of the model forgotten). Sealed payloads come as one bytea ($6) cut at offsets ($13, $14): an array of
-# a thousand bytea costs the client half again as much to encode.
-_UPSERT = """
+# of the model forgotten). Sealed payloads come as one bytea ($6) cut at bounds ($13: where each starts, then
+# where the last ends), and content hashes as one bytea ($7) of HASH_BYTES each: an array of a thousand bytea
+# (or ints) costs the client far more to encode than one value (asyncpg checks every element's type).
+_UPSERT = f"""
 WITH forget AS (
     DELETE FROM records_seen
     WHERE $11::bigint IS NOT NULL AND connection_id = $1 AND model = $2 AND generation < $11::bigint
@@ -101,10 +106,10 @@ WITH forget AS (
 ), written AS (
 INSERT INTO records AS r (connection_id, model, external_id, data, data_hash, size_bytes, previous_size, created_at,
                           updated_at, sync_id)
-SELECT $1, $2, t.external_id, substring($6::bytea FROM t.sealed_at + 1 FOR t.sealed_length), t.data_hash,
-       t.size_bytes, NULL, $3, $3, $4
-FROM unnest($5::text[], $13::int4[], $14::int4[], $7::bytea[], $8::int4[])
-    AS t(external_id, sealed_at, sealed_length, data_hash, size_bytes)
+SELECT $1, $2, t.external_id,
+       substring($6::bytea FROM ($13::int4[])[t.n] + 1 FOR ($13::int4[])[t.n + 1] - ($13::int4[])[t.n]),
+       substring($7::bytea FROM (t.n::int4 - 1) * {HASH_BYTES} + 1 FOR {HASH_BYTES}), t.size_bytes, NULL, $3, $3, $4
+FROM unnest($5::text[], $8::int4[]) WITH ORDINALITY AS t(external_id, size_bytes, n)
 ON CONFLICT (connection_id, model, external_id) DO UPDATE SET
     data = EXCLUDED.data,
     data_hash = EXCLUDED.data_hash,
@@ -267,7 +272,9 @@ class LockedModel:
         rows written. With a generation, every id of `writes` is recorded as seen by it."""
         if not writes:
             return {}
-        lengths = [len(w.sealed) for w in writes]
+        hashes = b"".join([w.data_hash for w in writes])
+        if len(hashes) != HASH_BYTES * len(writes):
+            raise ValueError(f"content hashes are {HASH_BYTES} bytes")
         rows = await self._conn.fetch(
             _UPSERT,
             *self._keys,
@@ -275,14 +282,13 @@ class LockedModel:
             sync_id,
             [w.external_id for w in writes],
             b"".join([w.sealed for w in writes]),
-            [w.data_hash for w in writes],
+            hashes,
             [w.size_bytes for w in writes],
             None if unless_modified_after is None else unless_modified_after.updated_at,
             None if unless_modified_after is None else unless_modified_after.record_id,
             generation,
             keys_cap,
-            [0, *accumulate(lengths[:-1])],
-            lengths,
+            [0, *accumulate([len(w.sealed) for w in writes])],
         )
         return {row[0]: WriteOutcome(row[0], row[1], row[2], row[3], Cursor(row[4], row[5])) for row in rows}
 
@@ -617,6 +623,7 @@ class LockStore:
 
 
 __all__ = [
+    "HASH_BYTES",
     "CheckpointStore",
     "ExistingRecord",
     "LockStore",
