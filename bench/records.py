@@ -4,9 +4,11 @@
     .venv/bin/python bench/records.py
 
 Save: ~1 KB records in batches of 1,000, one stream (a sync's runner): new, changed, unchanged
-(the same batch retried: same generation) and unchanged in a new sync job (marks records seen),
-then STREAMS concurrent streams on distinct connections. Read: GetRecords limit 1,000 to the end,
-as bytes (what the gateway forwards) and parsed with json.loads.
+(the same batch retried: same generation) and unchanged in a new sync job (marks records seen), each
+first one batch at a time, then new and changed with two batches in flight (as `nango.batch_save`
+sends them: persist prepares one while it writes the other), then STREAMS concurrent streams on
+distinct connections. Read: GetRecords limit 1,000 to the end, as bytes (what the gateway forwards)
+and parsed with json.loads.
 
 The box is shared (client, persist and Postgres on the same cores, and whatever else runs there), so
 beside wall-clock records/s each line gives the CPU each part spent per record, which does not depend
@@ -137,6 +139,19 @@ async def save_all(client: PersistClient, scope: RecordScope, batches: list[list
         await client.save_records(scope, batch, BatchContext(generation=gen))
 
 
+async def save_pipelined(
+    client: PersistClient, scope: RecordScope, batches: list[list[dict[str, Any]]], gen: int
+) -> None:
+    """Two batches in flight, answers read oldest first (the SDK's SAVES_IN_FLIGHT)."""
+    in_flight: list[asyncio.Future[Any]] = []
+    for batch in batches:
+        if len(in_flight) == 2:
+            await in_flight.pop(0)
+        in_flight.append(asyncio.ensure_future(client.save_records(scope, batch, BatchContext(generation=gen))))
+    for saving in in_flight:
+        await saving
+
+
 async def read_all(client: PersistClient, scope: RecordScope, *, parse: bool) -> int:
     count, cursor = 0, None
     while True:
@@ -193,6 +208,20 @@ async def main() -> None:
             "save unchanged, next sync job (1 stream)",
             RECORDS,
             [partial(save_all, client, s, v2, 3) for s in scopes],
+        )
+
+        piped = [RecordScope(ENV, 200 + r, "Issue") for r in range(RUNS)]
+        await timed(
+            meter,
+            "save new, 2 in flight (1 stream)",
+            RECORDS,
+            [partial(save_pipelined, client, s, v1, 1) for s in piped],
+        )
+        await timed(
+            meter,
+            "save changed, 2 in flight (1 stream)",
+            RECORDS,
+            [partial(save_pipelined, client, s, v2, 2) for s in piped],
         )
 
         async def concurrent(base: int, batches: list[list[dict[str, Any]]], gen: int) -> None:

@@ -9,6 +9,7 @@ their (connection, model, external id) so a sealed payload cannot be moved to an
 
 from __future__ import annotations
 
+import asyncio
 import binascii
 import hashlib
 import json
@@ -45,7 +46,7 @@ from nango.persist.models import (
     RecordSummary,
     validate_model,
 )
-from nango.persist.store import ExistingRecord, RecordStore, RecordWrite
+from nango.persist.store import HASH_BYTES, ExistingRecord, RecordStore, RecordWrite
 
 # Key lists in summaries stop here; counts stay exact.
 KEYS_CAP = 1000
@@ -208,7 +209,7 @@ def check_pass_id(pass_id: str) -> None:
 
 
 def payload_hash(payload: bytes) -> bytes:
-    return hashlib.blake2b(payload, digest_size=16).digest()
+    return hashlib.blake2b(payload, digest_size=HASH_BYTES).digest()
 
 
 def prepare(records: Sequence[IncomingRecord]) -> tuple[list[PreparedRecord], list[str]]:
@@ -228,7 +229,7 @@ def prepare(records: Sequence[IncomingRecord]) -> tuple[list[PreparedRecord], li
         payload = canonical_payload(incoming.record, index) if incoming.text is None else incoming.text
         if len(payload) > MAX_RECORD_BYTES:
             check_record_size(payload, index)
-        prepared.append(PreparedRecord(external_id, payload, blake2b(payload, digest_size=16).digest()))
+        prepared.append(PreparedRecord(external_id, payload, blake2b(payload, digest_size=HASH_BYTES).digest()))
     return prepared, repeated
 
 
@@ -433,6 +434,8 @@ class RecordsCache:
     def __init__(self, store: RecordStore, sealer: PayloadSealer) -> None:
         self.store = store
         self.sealer = sealer
+        # per (connection, model): the turn of the newest batch received that has not taken the model's lock
+        self._lock_line: dict[tuple[int, str], asyncio.Future[None]] = {}
 
     @staticmethod
     def _aad_prefix(scope: RecordScope) -> bytes:
@@ -443,9 +446,34 @@ class RecordsCache:
         sealed = self.sealer.seal(record.payload, prefix + record.external_id.encode())
         return RecordWrite(record.external_id, sealed, record.data_hash, len(record.payload))
 
-    async def save(self, scope: RecordScope, records: Sequence[IncomingRecord], batch: BatchContext) -> BatchResult:
+    async def save_json(self, scope: RecordScope, raw: bytes, batch: BatchContext) -> BatchResult:
+        """`save` of a batch's JSON as it was received. A writer may send a model's next batch before the
+        answer to the one before (the SDK does): each is parsed and sealed while the one before is being
+        written, and they take the model's lock in the order this process received them."""
+        key = (scope.connection_id, scope.model)
+        ahead = self._lock_line.get(key)
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._lock_line[key] = turn
+        try:
+            return await self.save(scope, parse_record_batch(raw), batch, after=ahead, locked=turn)
+        finally:
+            if not turn.done():
+                turn.set_result(None)
+            if self._lock_line.get(key) is turn:
+                del self._lock_line[key]
+
+    async def save(
+        self,
+        scope: RecordScope,
+        records: Sequence[IncomingRecord],
+        batch: BatchContext,
+        *,
+        after: asyncio.Future[None] | None = None,
+        locked: asyncio.Future[None] | None = None,
+    ) -> BatchResult:
         """Upsert a batch, all or nothing. A re-saved deleted record is added again; an unchanged one
-        is not rewritten. With a generation, every id of the batch is recorded as seen by it."""
+        is not rewritten. With a generation, every id of the batch is recorded as seen by it. The lock is
+        asked for once `after` is done; `locked` is set once it is held."""
         guard = MergeGuard(batch.merging)
         prepared, repeated = prepare(records)
         summary = SummaryBuilder(repeated)
@@ -457,7 +485,12 @@ class RecordsCache:
             RecordWrite(r.external_id, box, r.data_hash, len(r.payload))
             for r, box in zip(prepared, sealed, strict=True)
         ]
+        if after is not None:
+            # waited for, never cancelled with this call: the batch ahead goes on whatever happens here
+            await asyncio.wait((after,))
         async with self.store.locked(scope) as model:
+            if locked is not None and not locked.done():
+                locked.set_result(None)
             written = await model.upsert(
                 writes,
                 sync_id=batch.sync_id,

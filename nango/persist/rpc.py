@@ -224,7 +224,7 @@ class PersistServicer(persist_pb2_grpc.PersistServiceServicer):
     ) -> persist_pb2.SaveRecordsResponse:
         scope = scope_from_pb(request.scope)
         batch = batch_from_pb(request.batch)
-        result = await self.records.save(scope, parse_record_batch(request.records_json), batch)
+        result = await self.records.save_json(scope, request.records_json, batch)
         return persist_pb2.SaveRecordsResponse(
             summary=summary_to_pb(result.summary), next_merging=merging_to_pb(result.next_merging)
         )

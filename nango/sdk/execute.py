@@ -81,11 +81,13 @@ async def execute(definition: FunctionDefinition, nango: Nango, run_type: RunTyp
             except ValidationError as exc:
                 raise InvalidInput(f"the input does not match {definition.input.__name__}", _errors(exc)) from None
         result = await (definition.handler(nango, value) if definition.takes_input else definition.handler(nango))
+        await nango.settle_records()
         return encode_output(definition, result)
     if run_type == "webhook":
         if definition.webhook_handler is None:
             raise FunctionNotFound(f"the sync {definition.name!r} has no webhook handler")
         await definition.webhook_handler(nango, parse_input(input_json))
+        await nango.settle_records()
         return b"null"
     if run_type == "sync" and nango.is_reconcile:
         await nango.open_reconcile_pass()
@@ -93,6 +95,8 @@ async def execute(definition: FunctionDefinition, nango: Nango, run_type: RunTyp
         await nango.close_reconcile_pass()
         return b"null"
     await definition.handler(nango)
+    # a batch that failed after batch_save returned fails the run
+    await nango.settle_records()
     if run_type == "sync" and (definition.track_deletes or nango.context.track_deletes):
         for model in definition.models:
             await nango.delete_outdated_records(model)

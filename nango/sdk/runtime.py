@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -31,6 +32,8 @@ MB = 1024 * 1024
 MAX_RECORD_BYTES = 16 * MB
 MAX_CHUNK_BYTES = 32 * MB
 LOG_BATCH = 100
+# record batches `batch_save` keeps in flight: persist prepares (parses, hashes, seals) one while it writes another
+SAVES_IN_FLIGHT = 2
 LOG_FLUSH_SECONDS = 1.0
 LEVELS = ("debug", "info", "warn", "error")
 LogLevel = Literal["debug", "info", "warn", "error"]
@@ -243,16 +246,17 @@ def _list_adapter(model: type[BaseModel]) -> TypeAdapter[list[Any]]:
     return adapter
 
 
-def encode_chunks(model: str, records: list[Any], encode: Callable[[list[Any]], bytes]) -> list[bytes]:
-    """`records` as JSON arrays of at most BATCH_SIZE records and MAX_CHUNK_BYTES each (persist's batches).
-    InvalidRecord for a record over MAX_RECORD_BYTES, before anything is sent."""
-    chunks: list[bytes] = []
+def encode_chunks(model: str, records: list[Any], encode: Callable[[list[Any]], bytes]) -> list[tuple[int, bytes]]:
+    """`records` as JSON arrays of at most BATCH_SIZE records and MAX_CHUNK_BYTES each (persist's batches),
+    in order, each with how many records it holds. InvalidRecord for a record over MAX_RECORD_BYTES, before
+    anything is sent."""
+    chunks: list[tuple[int, bytes]] = []
     for start in range(0, len(records), BATCH_SIZE):
         part = records[start : start + BATCH_SIZE]
         data = encode(part)
         # small enough that no record in it can be over the limit: sent as one batch
         if len(data) <= MAX_RECORD_BYTES:
-            chunks.append(data)
+            chunks.append((len(part), data))
             continue
         pending: list[bytes] = []
         size = 2
@@ -262,16 +266,26 @@ def encode_chunks(model: str, records: list[Any], encode: Callable[[list[Any]], 
                 message = f"{len(one) / MB:.1f} MB of JSON, over the {MAX_RECORD_BYTES // MB} MB a record may hold"
                 raise InvalidRecord(model, start + offset, [{"loc": ("size",), "msg": message}])
             if pending and size + len(one) + 1 > MAX_CHUNK_BYTES:
-                chunks.append(b"[" + b",".join(pending) + b"]")
+                chunks.append((len(pending), b"[" + b",".join(pending) + b"]"))
                 pending, size = [], 2
             pending.append(one)
             size += len(one) + 1
-        chunks.append(b"[" + b",".join(pending) + b"]")
+        chunks.append((len(pending), b"[" + b",".join(pending) + b"]"))
     return chunks
 
 
 def _json_list(records: list[Any]) -> bytes:
     return json.dumps(records, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass(slots=True)
+class _SaveInFlight:
+    """A batch sent by `batch_save` whose answer is not read yet."""
+
+    model: str
+    # its records' ids as persist keys them (a number id as its string)
+    ids: frozenset[str]
+    task: asyncio.Future[BatchSummary]
 
 
 def _record_id(record: Any, model: str, index: int) -> str:
@@ -302,6 +316,8 @@ class Nango:
         self._flush_handle: asyncio.TimerHandle | None = None
         self._flushing: set[asyncio.Task[None]] = set()
         self._locks_taken = False
+        # oldest first; see `_send_save`
+        self._saves: deque[_SaveInFlight] = deque()
         self.results: dict[str, ModelCounts] = {}
         self.proxy_calls = 0
         self.log_messages = 0
@@ -485,30 +501,67 @@ class Nango:
         return out
 
     async def batch_save(self, records: Sequence[Any], model: ModelRef) -> bool:
-        """Validate `records` against the model, then upsert them in batches of 1,000."""
+        """Validate `records` against the model, then upsert them in batches of 1,000. An invalid record
+        raises here and sends nothing; the last batches may still be in flight when this returns (see
+        `_send_save`): a batch persist refuses raises at a later call, at the latest when the function
+        returns."""
         cls = self._record_model(model)
         name = self.model_full_name(cls)
         if self.context.reconcile:
             return await self._mark_seen(name, records)
         validated = self._validated(cls, name, records, partial=False)
-        for chunk in encode_chunks(name, validated, _list_adapter(cls).dump_json):
-            self._changed(name, await self._backend.save_records(name, chunk))
+        start = 0
+        for count, chunk in encode_chunks(name, validated, _list_adapter(cls).dump_json):
+            ids = frozenset(
+                [r.id if type(r.id) is str else str(r.id) for r in validated[start : start + count]]  # type: ignore[attr-defined]
+            )
+            start += count
+            await self._send_save(name, chunk, ids)
         return True
+
+    async def _send_save(self, name: str, chunk: bytes, ids: frozenset[str]) -> None:
+        """Send a batch without waiting for its answer, so that persist prepares it while it writes the one
+        before. At most SAVES_IN_FLIGHT are out, and a batch sharing an id with one in flight of its model
+        waits for it: persist may write concurrent batches in either order, and the later record must win.
+        Answers are read oldest first, so batches fail in the order they were sent."""
+        saves = self._saves
+        while saves and (
+            len(saves) >= SAVES_IN_FLIGHT or any(s.model == name and not s.ids.isdisjoint(ids) for s in saves)
+        ):
+            await self._read_oldest_save()
+        saves.append(_SaveInFlight(name, ids, asyncio.ensure_future(self._backend.save_records(name, chunk))))
+
+    async def _read_oldest_save(self) -> None:
+        # it stays in flight until its answer came: a concurrent call must still wait for it
+        save = self._saves[0]
+        await asyncio.wait((save.task,))
+        if self._saves and self._saves[0] is save:
+            self._saves.popleft()
+            self._changed(save.model, save.task.result())
+
+    async def settle_records(self) -> None:
+        """Wait for the batches `batch_save` left in flight; the first of them that failed raises its
+        error. Every other call that reads or writes state persist shares (records, checkpoints, locks,
+        metadata, actions) settles first, and so does `execute` when the function returns."""
+        while self._saves:
+            await self._read_oldest_save()
 
     async def batch_update(self, records: Sequence[Any], model: ModelRef) -> bool:
         """Merge partial records (an `id` and the fields that changed) into the saved ones."""
+        await self.settle_records()
         cls = self._record_model(model)
         name = self.model_full_name(cls)
         if self.context.reconcile:
             return await self._mark_seen(name, records)
         validated = self._validated(cls, name, records, partial=True)
         partials = [r.model_dump(mode="json", exclude_unset=True) for r in validated]
-        for chunk in encode_chunks(name, partials, _json_list):
+        for _, chunk in encode_chunks(name, partials, _json_list):
             self._changed(name, await self._backend.update_records(name, chunk))
         return True
 
     async def batch_delete(self, records: Sequence[Any], model: ModelRef) -> bool:
         """Mark records deleted by id (each a dict or model with `id`)."""
+        await self.settle_records()
         cls = self._record_model(model)
         name = self.model_full_name(cls)
         ids = [{"id": _record_id(record, name, index)} for index, record in enumerate(records)]
@@ -531,6 +584,7 @@ class Nango:
 
     async def close_reconcile_pass(self) -> None:
         """After the function returned: delete, per model, the live records the pass did not see."""
+        await self.settle_records()
         for model in self._reconciled_models():
             summary = await self._backend.finish_reconcile(model)
             self._changed(model, BatchSummary(deleted=summary.deleted))
@@ -551,6 +605,7 @@ class Nango:
 
     async def get_records_by_ids(self, ids: Sequence[str | int], model: ModelRef) -> dict[str, dict[str, Any]]:
         """The live records with these ids, by id; missing and deleted ones are left out."""
+        await self.settle_records()
         name = self.model_full_name(self._record_model(model))
         found: dict[str, dict[str, Any]] = {}
         wanted = [str(i) for i in ids]
@@ -575,6 +630,7 @@ class Nango:
         name = self.model_full_name(self._record_model(model))
         if self.context.reconcile:
             return  # the pass itself tracks every model of the sync
+        await self.settle_records()
         key = self._track_deletes_key(name)
         stored = await self._backend.get_checkpoint(key)
         if stored is not None and stored.value is not None:
@@ -587,6 +643,7 @@ class Nango:
 
     async def track_deletes_end(self, model: ModelRef) -> dict[str, list[str]]:
         """Delete the records of `model` not saved since `track_deletes_start`; returns their ids."""
+        await self.settle_records()
         name = self.model_full_name(self._record_model(model))
         if self.context.reconcile:
             return {"deleted_keys": []}
@@ -601,6 +658,7 @@ class Nango:
 
     async def delete_outdated_records(self, model: ModelRef) -> list[str]:
         """Legacy track deletes: delete what this run did not save."""
+        await self.settle_records()
         name = self.model_full_name(self._record_model(model))
         if self.context.reconcile:
             return []
@@ -611,6 +669,7 @@ class Nango:
     # checkpoints
 
     async def _read_checkpoint(self, key: str) -> dict[str, Any] | None:
+        await self.settle_records()
         stored = await self._backend.get_checkpoint(key)
         self._checkpoint_versions[key] = stored.version if stored is not None else 0
         return stored.value if stored is not None else None
@@ -631,6 +690,7 @@ class Nango:
             raise SdkError("a checkpoint is a flat dict of str keys and str, int, float or bool values")
         if self.context.reconcile:
             return
+        await self.settle_records()
         key = self.context.checkpoint_key
         if key not in self._checkpoint_versions:
             await self._read_checkpoint(key)
@@ -641,6 +701,7 @@ class Nango:
     async def clear_checkpoint(self) -> None:
         if self.context.reconcile:
             return
+        await self.settle_records()
         key = self.context.checkpoint_key
         stored = await self._backend.get_checkpoint(key)
         known = self._checkpoint_versions.get(key)
@@ -684,10 +745,12 @@ class Nango:
 
     async def set_metadata(self, metadata: Mapping[str, Any]) -> dict[str, Any]:
         """Replace the connection's metadata."""
+        await self.settle_records()
         return await self._backend.set_metadata(dict(metadata), merge=False)
 
     async def update_metadata(self, metadata: Mapping[str, Any]) -> dict[str, Any]:
         """Shallow-merge into the connection's metadata."""
+        await self.settle_records()
         return await self._backend.set_metadata(dict(metadata), merge=True)
 
     async def get_environment_variables(self) -> list[dict[str, str]]:
@@ -703,19 +766,23 @@ class Nango:
     ) -> Any:
         """Run another action for a connection and return its output."""
         payload = input.model_dump(mode="json") if isinstance(input, BaseModel) else input
+        await self.settle_records()
         return await self._backend.trigger_action(provider_config_key, connection_id, action_name, payload)
 
     # locks (persist-backed, owned by this task)
 
     async def try_acquire_lock(self, key: str, ttl_ms: int) -> bool:
         self._locks_taken = True
+        await self.settle_records()
         return await self._backend.try_acquire_lock(key, timedelta(milliseconds=ttl_ms))
 
     async def release_lock(self, key: str) -> bool:
+        await self.settle_records()
         return await self._backend.release_lock(key)
 
     async def release_all_locks(self) -> int:
         self._locks_taken = False
+        await self.settle_records()
         return await self._backend.release_all_locks()
 
     # logs
@@ -763,7 +830,11 @@ class Nango:
             await self._backend.write_logs(lines)
 
     async def finish(self) -> None:
-        """Send what is still buffered and let go of this task's locks."""
+        """Send what is still buffered and let go of this task's locks. Batches still in flight (the
+        function failed before they were settled) are waited for and counted; their errors are not raised."""
+        while self._saves:
+            with contextlib.suppress(Exception):
+                await self._read_oldest_save()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None

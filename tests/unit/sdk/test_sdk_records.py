@@ -3,7 +3,9 @@ partial updates, deletions and track-deletes bookkeeping."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -11,6 +13,7 @@ from sdk_fakes import FakeBackend, context
 
 from nango.sdk import InvalidRecord, Model, Nango, SdkError, sync
 from nango.sdk.definitions import FunctionDefinition, clear_registry, registered
+from nango.sdk.execute import execute
 from nango.sdk.runtime import MAX_CHUNK_BYTES, MAX_RECORD_BYTES, MB, BatchSummary, ModelCounts
 
 
@@ -47,6 +50,8 @@ async def test_records_are_validated_and_sent_in_batches_of_1000(definition: Fun
     records: list[Any] = [Contact(id=str(i), name=f"n{i}") for i in range(2000)]
     records += [{"id": str(i), "name": f"d{i}", "age": "41"} for i in range(2000, 2500)]
     assert await nango.batch_save(records, "Contact")
+    # the last batches may still be in flight when batch_save returns
+    await nango.settle_records()
     assert [len(batch) for _, batch in backend.saved] == [1000, 1000, 500]
     assert backend.saved[2][1][0] == {"id": "2000", "name": "d2000", "age": 41}
     assert nango.results["Contact"].added == 2500
@@ -67,6 +72,8 @@ async def test_models_are_named_with_their_variant(definition: FunctionDefinitio
     backend = FakeBackend()
     nango = nango_for(definition, backend, variant="eu")
     await nango.batch_save([Company(id=1, domain="a.com")], Company)
+    # the last batches may still be in flight when batch_save returns
+    await nango.settle_records()
     assert backend.saved == [("Company::eu", [{"id": 1, "domain": "a.com"}])]
     assert nango.model_full_name("Contact") == "Contact::eu"
     assert nango_for(definition, backend, variant="base").model_full_name("Contact") == "Contact"
@@ -135,6 +142,8 @@ async def test_large_records_are_sent_in_batches_under_the_byte_limit(definition
     nango = nango_for(definition, backend)
     big = "x" * (10 * MB)
     await nango.batch_save([Contact(id=str(i), name=big) for i in range(7)] + [Contact(id="s", name="s")], "Contact")
+    # the last batches may still be in flight when batch_save returns
+    await nango.settle_records()
     # three 10 MB records per batch keep each batch under MAX_CHUNK_BYTES
     assert [[r["id"] for r in batch] for _, batch in backend.saved] == [["0", "1", "2"], ["3", "4", "5"], ["6", "s"]]
     assert all(len(json.dumps(batch)) <= MAX_CHUNK_BYTES for _, batch in backend.saved)
@@ -168,3 +177,155 @@ async def test_repeated_ids_in_a_batch_are_logged_as_a_warning(definition: Funct
     assert line.level == "warn"
     assert "1 id(s) of model Contact appeared more than once in one batch" in line.message
     assert line.message.endswith(": a")
+
+
+class GatedBackend(FakeBackend):
+    """A persist whose batches are written when the test says so: `events` tells what started and ended
+    in which order; a batch listed in `refuse` (by its first id) fails."""
+
+    def __init__(self, refuse: frozenset[str] = frozenset()) -> None:
+        super().__init__()
+        self.events: list[str] = []
+        self.gates: dict[str, asyncio.Event] = {}
+        self.refuse = refuse
+
+    def release(self, first_id: str) -> None:
+        self.gates.setdefault(first_id, asyncio.Event()).set()
+
+    async def save_records(self, model: str, records: bytes) -> BatchSummary:
+        first = str(json.loads(records)[0]["id"])
+        self.events.append(f"start {first}")
+        await self.gates.setdefault(first, asyncio.Event()).wait()
+        self.events.append(f"end {first}")
+        if first in self.refuse:
+            raise SdkError(f"persist refused the batch starting at {first}")
+        return await super().save_records(model, records)
+
+    async def put_checkpoint(self, key: str, value: dict[str, Any], expected_version: int) -> int:
+        self.events.append("checkpoint")
+        return await super().put_checkpoint(key, value, expected_version)
+
+
+def contacts(*ids: str) -> list[Contact]:
+    return [Contact(id=i, name=f"n{i}") for i in ids]
+
+
+async def settled() -> None:
+    """Let the event loop run what is ready (calls in flight, batches sent) as far as it goes."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_the_next_batch_is_sent_while_one_is_written(definition: FunctionDefinition) -> None:
+    backend = GatedBackend()
+    nango = nango_for(definition, backend)
+    assert await nango.batch_save(contacts("a", "b"), "Contact")
+    assert await nango.batch_save(contacts("c", "d"), "Contact")
+    await settled()
+    # both in flight, neither written yet
+    assert backend.events == ["start a", "start c"]
+    third = asyncio.ensure_future(nango.batch_save(contacts("e"), "Contact"))
+    await settled()
+    # at most two in flight: the third waits for the oldest
+    assert backend.events == ["start a", "start c"]
+    assert not third.done()
+    backend.release("a")
+    await settled()
+    assert backend.events == ["start a", "start c", "end a", "start e"]
+    assert third.done()
+    assert nango.results["Contact"].added == 2
+    backend.release("c")
+    backend.release("e")
+    await nango.settle_records()
+    assert nango.results["Contact"].added == 5
+    assert [[r["id"] for r in batch] for _, batch in backend.saved] == [["a", "b"], ["c", "d"], ["e"]]
+
+
+async def test_a_batch_sharing_an_id_with_one_in_flight_waits_for_it(definition: FunctionDefinition) -> None:
+    backend = GatedBackend()
+    nango = nango_for(definition, backend)
+    await nango.batch_save(contacts("a", "b"), "Contact")
+    second = asyncio.ensure_future(nango.batch_save(contacts("x", "b"), "Contact"))
+    await settled()
+    # there is room for two in flight, but "b" of the first is not written yet
+    assert backend.events == ["start a"]
+    assert not second.done()
+    backend.release("a")
+    await second
+    backend.release("x")
+    await nango.settle_records()
+    assert backend.events == ["start a", "end a", "start x", "end x"]
+    # a number id and its string are one record; the same id in another model is another record
+    await nango.batch_save([Company(id=7, domain="x.com")], Company)
+    third = asyncio.ensure_future(nango.batch_save([{"id": "7", "domain": "y.com"}], Company))
+    await settled()
+    assert not third.done()
+    other_model = asyncio.ensure_future(nango.batch_save(contacts("7"), "Contact"))
+    await settled()
+    assert other_model.done()
+    assert backend.events[-2:] == ["start 7", "start 7"]
+    backend.release("7")
+    await third
+    await nango.settle_records()
+    # the later record wins: it was written last
+    assert [batch for model, batch in backend.saved if model == "Company"][-1] == [{"id": 7, "domain": "y.com"}]
+
+
+async def test_a_refused_batch_raises_at_the_next_call_and_stops_what_follows(definition: FunctionDefinition) -> None:
+    backend = GatedBackend(refuse=frozenset({"a"}))
+    nango = nango_for(definition, backend)
+    await nango.batch_save(contacts("a"), "Contact")
+    await nango.batch_save(contacts("b"), "Contact")
+    backend.release("a")
+    with pytest.raises(SdkError, match="persist refused the batch starting at a"):
+        await nango.batch_save(contacts("c"), "Contact")
+    # the batch after the refused one was already out and is written; the one raising was not sent
+    backend.release("b")
+    await nango.settle_records()
+    assert [[r["id"] for r in batch] for _, batch in backend.saved] == [["b"]]
+    assert "start c" not in backend.events
+
+
+async def test_a_checkpoint_is_written_after_the_records_saved_before_it(definition: FunctionDefinition) -> None:
+    backend = GatedBackend(refuse=frozenset({"b"}))
+    nango = nango_for(definition, backend)
+    await nango.batch_save(contacts("a"), "Contact")
+    await nango.batch_save(contacts("b"), "Contact")
+    saving = asyncio.ensure_future(nango.save_checkpoint({"page": 2}))
+    await settled()
+    assert "checkpoint" not in backend.events
+    backend.release("a")
+    backend.release("b")
+    # the second batch failed: the checkpoint, which would claim it saved, is not written
+    with pytest.raises(SdkError, match="starting at b"):
+        await saving
+    assert backend.events == ["start a", "start b", "end a", "end b"]
+    assert backend.checkpoints == {}
+
+
+async def test_a_run_whose_last_batch_fails_fails(definition: FunctionDefinition) -> None:
+    backend = GatedBackend(refuse=frozenset({"z"}))
+    backend.release("a")
+    backend.release("z")
+
+    async def handler(nango: Nango) -> None:
+        await nango.batch_save(contacts("a"), "Contact")
+        await nango.batch_save(contacts("z"), "Contact")
+
+    nango = nango_for(definition, backend)
+    with pytest.raises(SdkError, match="starting at z"):
+        await execute(replace(definition, handler=handler), nango, "sync")
+    assert nango.results["Contact"].added == 1
+
+
+async def test_finish_waits_for_batches_left_in_flight_and_counts_them(definition: FunctionDefinition) -> None:
+    backend = GatedBackend(refuse=frozenset({"b"}))
+    nango = nango_for(definition, backend)
+    await nango.batch_save(contacts("a"), "Contact")
+    await nango.batch_save(contacts("b"), "Contact")
+    backend.release("a")
+    backend.release("b")
+    # the function failed before reading the answers: finish neither loses the written batch nor raises
+    await nango.finish()
+    assert nango.results["Contact"].added == 1
+    assert backend.events[-1] == "end b"
