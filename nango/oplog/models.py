@@ -134,6 +134,62 @@ class Operation:
     def duration_ms(self) -> int | None:
         return _milliseconds(self.started_at, self.ended_at)
 
+    @classmethod
+    def finished(
+        cls,
+        type: OperationType,
+        action: str,
+        state: OperationState,
+        level: Level,
+        *,
+        started_at: datetime,
+        ended_at: datetime,
+        environment_id: int | None = None,
+        provider_config_key: str | None = None,
+        provider: str | None = None,
+        connection_id: str | None = None,
+        nango_connection_id: int | None = None,
+        error: dict[str, Any] | None = None,
+        request: dict[str, Any] | None = None,
+        response: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Operation:
+        """A new operation that is already over when it is recorded (a proxy call), created when it
+        started. Checked as `__init__` checks it, without its 21 frozen-attribute writes: this runs
+        on every proxy call."""
+        _check("operation type", type, OPERATION_TYPES)
+        _check("operation state", state, OPERATION_STATES)
+        _check("operation level", level, LEVELS)
+        if not action:
+            raise InvalidRequest("operation action must not be empty")
+        operation = object.__new__(cls)
+        operation.__dict__.update(
+            _FINISHED_DEFAULTS,
+            id=new_id(),
+            type=type,
+            action=action,
+            state=state,
+            level=level,
+            environment_id=environment_id,
+            provider_config_key=provider_config_key,
+            provider=provider,
+            connection_id=connection_id,
+            nango_connection_id=nango_connection_id,
+            error=error,
+            request=request,
+            response=response,
+            meta=meta,
+            created_at=started_at,
+            started_at=started_at,
+            ended_at=ended_at,
+            expires_at=started_at + DEFAULT_EXPIRY[type],
+        )
+        return operation
+
+
+# the fields Operation.finished does not take, at their defaults
+_FINISHED_DEFAULTS: dict[str, Any] = {name: None for name in ("function_name", "job_id", "end_user_id")}
+
 
 @dataclass(frozen=True)
 class OperationUpdate:

@@ -336,6 +336,23 @@ async def test_secrets_never_land_in_the_tables(
     assert "client_id=app" in raw
 
 
+async def test_a_retried_batch_stores_each_row_once(store: PostgresLogStore, env: int) -> None:
+    now = utcnow()
+    first = [op(env, now, action=f"first-{i}") for i in range(3)]
+    await store.insert_operations(first)
+    # a retried write: the ids already stored are skipped, the new ones land
+    again = [*first, op(env, now, action="new")]
+    await store.insert_operations(again)
+    found, _ = await store.search_operations(environment_id=env, limit=10)
+    assert sorted(o.action for o in found) == ["first-0", "first-1", "first-2", "new"]
+    operation_id = first[0].id
+    lines = [Message(operation_id=operation_id, message=f"line {i}") for i in range(2)]
+    await store.insert_messages(lines)
+    await store.insert_messages([*lines, Message(operation_id=operation_id, message="line 2")])
+    page, _ = await store.list_messages(operation_id)
+    assert [m.message for m in page] == ["line 0", "line 1", "line 2"]
+
+
 async def test_nul_characters_do_not_break_a_batch(store: PostgresLogStore) -> None:
     operation_id = str(uuid.uuid4())
     await store.insert_messages(

@@ -22,6 +22,53 @@ def test_operation_defaults() -> None:
     assert op.duration_ms is None
 
 
+def test_a_finished_operation_is_the_operation_the_constructor_makes() -> None:
+    start = utcnow()
+    end = start + timedelta(milliseconds=5)
+    fields = {
+        "environment_id": 3,
+        "provider_config_key": "github",
+        "provider": "github",
+        "connection_id": "c1",
+        "nango_connection_id": 9,
+        "request": {"method": "GET", "url": "https://api.github.com/user"},
+        "response": {"code": 200},
+        "meta": {"retries": 0},
+    }
+    op = Operation.finished("proxy", "call", "success", "info", started_at=start, ended_at=end, **fields)  # type: ignore[arg-type]
+    uuid.UUID(op.id)
+    expected = Operation(
+        type="proxy",
+        action="call",
+        id=op.id,
+        state="success",
+        level="info",
+        created_at=start,
+        started_at=start,
+        ended_at=end,
+        expires_at=start + timedelta(minutes=5),
+        **fields,  # type: ignore[arg-type]
+    )
+    assert op == expected
+    assert op.duration_ms == 5
+    assert Operation.finished("proxy", "call", "success", "info", started_at=start, ended_at=end).id != op.id
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("proxy", "call", "done", "info"), "operation state"),
+        (("proxy", "call", "success", "loud"), "operation level"),
+        (("nothing", "call", "success", "info"), "operation type"),
+        (("proxy", "", "success", "info"), "action"),
+    ],
+)
+def test_a_finished_operation_is_checked(args: tuple[str, str, str, str], message: str) -> None:
+    now = utcnow()
+    with pytest.raises(InvalidRequest, match=message):
+        Operation.finished(*args, started_at=now, ended_at=now)  # type: ignore[arg-type]
+
+
 def test_operation_duration_is_derived() -> None:
     start = utcnow()
     op = Operation(type="sync", action="run", started_at=start, ended_at=start + timedelta(seconds=1, milliseconds=250))
