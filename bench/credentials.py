@@ -30,6 +30,7 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
+import psutil
 from common import admin, free_port, wait_healthy, with_database
 
 from nango.crypto import Keyring, generate_key
@@ -146,6 +147,8 @@ async def main() -> None:
                 procs.append(start_server(envs[1]))
                 await wait_healthy(urls[1])
             run_wrk(urls[:count], script, 2, args.wrk_connections)  # warm-up
+            servers = [psutil.Process(p.pid) for p in procs[:count]]
+            cpu_before = sum(sum(s.cpu_times()[:2]) for s in servers)
             totals, p50s, p99s, errors = [], [], [], 0
             for _ in range(args.runs):
                 results = run_wrk(urls[:count], script, args.seconds, args.wrk_connections)
@@ -153,10 +156,13 @@ async def main() -> None:
                 p50s.append(max(r[1] for r in results))
                 p99s.append(max(r[2] for r in results))
                 errors += sum(r[3] for r in results)
+            # CPU per read is less disturbed by other work on the machine than reads/s
+            cpu = sum(sum(s.cpu_times()[:2]) for s in servers) - cpu_before
+            per_read = cpu / (sum(totals) * args.seconds) * 1e6
             print(
                 f"  {count} server process{'es' if count > 1 else ''}: median {statistics.median(totals):8.0f} reads/s "
                 f"(runs {[round(t) for t in totals]}), p50 {statistics.median(p50s):.2f} ms, "
-                f"p99 {statistics.median(p99s):.2f} ms, non-2xx {errors}"
+                f"p99 {statistics.median(p99s):.2f} ms, non-2xx {errors} | server CPU {per_read:.0f} us/read"
             )
     finally:
         for p in procs:

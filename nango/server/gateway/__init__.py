@@ -23,13 +23,12 @@ from nango.server.gateway import (
     websockets,
 )
 from nango.server.gateway.context import GATEWAY, Gateway
-from nango.server.gateway.middleware import authenticate, cors, error_envelope
-from nango.server.gateway.ratelimit import rate_limit
+from nango.server.gateway.middleware import public_api
 
 
 def build_app(gateway: Gateway, *, body_limit: int) -> web.Application:
-    # cors outermost: error responses need the CORS headers too, or browsers hide them from Connect UI and the SDK
-    app = web.Application(middlewares=[cors, error_envelope, authenticate, rate_limit], client_max_size=body_limit)
+    # CORS, error envelope, authentication and rate limiter, in that order (see public_api)
+    app = web.Application(middlewares=[public_api], client_max_size=body_limit)
     app[GATEWAY] = gateway
     for module in (routes, providers, integrations, functions, connections, connect, oauth, direct_auth, proxy):
         app.add_routes(module.routes)

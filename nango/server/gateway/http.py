@@ -44,9 +44,22 @@ def auth_of(handler: Any) -> Auth:
     return getattr(handler, _AUTH_ATTR, Auth.SECRET_KEY)
 
 
+def _compact_json() -> Callable[[Any], str]:
+    """`json.dumps(data, separators=(",", ":"), default=str)`, with the C encoder built once rather
+    than on every response (a cycle raises RecursionError instead of ValueError: a 500 either way)."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has it
+        return json.JSONEncoder(separators=(",", ":"), default=str).encode
+    chunks = make(None, str, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True)
+    return lambda data: "".join(chunks(data, 0))
+
+
+compact_json = _compact_json()
+
+
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
-        body=json.dumps(data, separators=(",", ":"), default=str).encode(),
+        body=compact_json(data).encode(),
         status=status,
         content_type="application/json",
         headers=headers,

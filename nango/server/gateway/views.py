@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +18,12 @@ def js_date(value: datetime | None) -> str | None:
     """ISO-8601 with milliseconds and Z, as JavaScript's Date.toISOString prints it."""
     if value is None:
         return None
+    return _js_date(value)
+
+
+# a connection read prints the same few dates again and again; equal instants print the same text
+@functools.lru_cache(maxsize=8192)
+def _js_date(value: datetime) -> str:
     v = value if value.tzinfo is UTC else value.astimezone(UTC)
     # formatted field by field: strftime costs several times as much, on every connection read
     return (
