@@ -78,7 +78,7 @@ class PoolSettings:
     dns_ttl: float = 10.0
 
 
-@dataclass
+@dataclass(slots=True)
 class OutboundRequest:
     method: str
     url: URL

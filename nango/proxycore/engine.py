@@ -30,7 +30,7 @@ _DRAIN_LIMIT = 64 * 1024
 _ABORT_POLL = 0.25
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Attempt:
     """One request sent upstream (for the operations log)."""
 
@@ -50,7 +50,7 @@ class Attempt:
         return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class UpstreamAnswer:
     response: aiohttp.ClientResponse
     decompressed: bool = False
@@ -113,7 +113,7 @@ class ProxyEngine:
         return ProxyCall(self, spec, source, body, aborted or (lambda: False))
 
 
-@dataclass
+@dataclass(slots=True)
 class ProxyCall:
     engine: ProxyEngine
     spec: ProxySpec

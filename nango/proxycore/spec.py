@@ -9,7 +9,7 @@ from typing import Any, Protocol
 from nango.providers import Provider
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ProxySpec:
     """The caller's request (Nango's proxy configuration)."""
 

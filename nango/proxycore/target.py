@@ -45,11 +45,12 @@ class Prepared:
     # the auth mode's headers overlaid with the provider's rendered ones (lower-case names)
     base_headers: tuple[tuple[str, str], ...]
     signed: bool
-    secrets: tuple[str, ...]
+    # credential values to mask in a logged URL, each with its URL-encoded form when that differs
+    secrets: tuple[tuple[str, str | None], ...]
     values: Mapping[str, Any]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Target:
     url: URL
     headers: CIMultiDict[str]
@@ -62,11 +63,13 @@ class Target:
 _prepared: weakref.WeakKeyDictionary[ConnectionView, Prepared] = weakref.WeakKeyDictionary()
 
 
-def _secrets(view: ConnectionView) -> tuple[str, ...]:
+def _secrets(view: ConnectionView) -> tuple[tuple[str, str | None], ...]:
     found = [v for v in view.credentials.values() if isinstance(v, str) and len(v) >= _MIN_SECRET]
     if view.client_secret and len(view.client_secret) >= _MIN_SECRET:
         found.append(view.client_secret)
-    return tuple(sorted(set(found), key=len, reverse=True))
+    longest_first = sorted(set(found), key=len, reverse=True)
+    encoded = [quote(secret, safe=_URL_SAFE) for secret in longest_first]
+    return tuple((s, e if e != s else None) for s, e in zip(longest_first, encoded, strict=True))
 
 
 def prepare(view: ConnectionView) -> Prepared:
@@ -221,11 +224,10 @@ def build(spec: ProxySpec, view: ConnectionView, form: tuple[tuple[str, str], ..
 
     logged_query = f"{query}&{masked_query}" if query and masked_query else (query or masked_query)
     log_url = f"{url_text}?{logged_query}" if logged_query else url_text
-    for secret in prepared.secrets:
+    for secret, encoded in prepared.secrets:
         if secret in log_url:
             log_url = log_url.replace(secret, MASK)
-        encoded = quote(secret, safe=_URL_SAFE)
-        if encoded != secret and encoded in log_url:
+        if encoded is not None and encoded in log_url:
             log_url = log_url.replace(encoded, MASK)
     return Target(url=url, headers=headers, log_url=log_url, injected=frozenset(injected))
 

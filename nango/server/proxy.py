@@ -9,13 +9,12 @@ the caller's operation when `Nango-Activity-Log-Id` names one).
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from nango.errors import NangoError
 from nango.oplog import Message, Operation, OperationsLog
-from nango.oplog.models import DEFAULT_EXPIRY, Level, OperationState
+from nango.oplog.models import Level, OperationState
 from nango.providers import Provider
 from nango.proxycore import MASK, ConnectionView, ProxyCall, ProxyEngine
 from nango.proxycore.auth import SIGNED_MODES
@@ -84,46 +83,61 @@ class ProxyService:
         self._views[connection.id] = (connection, view)
         return view
 
-    def log(self, entry: CallLog) -> None:
-        """One operation for the call, or one http line in the caller's operation; never waits.
-        Headers and each attempt are kept only for calls that failed or were retried."""
-        failed = entry.state != "success"
-        detailed = failed or len(entry.call.attempts) > 1
-        request: dict[str, Any] = {"method": entry.call.spec.method, "url": entry.url()}
-        response: dict[str, Any] | None = None if entry.status is None else {"code": entry.status}
-        meta: dict[str, Any] = {"retries": max(len(entry.call.attempts) - 1, 0)}
-        if entry.bytes_sent is not None:
-            meta["response_bytes"] = entry.bytes_sent
-        if detailed:
-            request["headers"] = entry.request_headers()
-            meta["attempts"] = [attempt.as_dict() for attempt in entry.call.attempts]
+    def log(
+        self,
+        call: ProxyCall,
+        source: ConnectionSource,
+        started_at: datetime,
+        state: OperationState,
+        *,
+        status: int | None = None,
+        response_headers: dict[str, str] | None = None,
+        error: NangoError | None = None,
+        bytes_sent: int | None = None,
+        activity_log_id: str | None = None,
+    ) -> None:
+        """One operation for the call, or one http line in the caller's operation; never waits and
+        never logs a credential (injected values are masked). Headers and each attempt are kept only
+        for calls that failed or were retried."""
+        ended_at = datetime.now(UTC)
+        attempts = call.attempts
+        failed = state != "success"
+        request: dict[str, Any] = {"method": call.spec.method, "url": _logged_url(call)}
+        response: dict[str, Any] | None = None if status is None else {"code": status}
+        meta: dict[str, Any] = {"retries": max(len(attempts) - 1, 0)}
+        if bytes_sent is not None:
+            meta["response_bytes"] = bytes_sent
+        if failed or len(attempts) > 1:
+            request["headers"] = _logged_request_headers(call)
+            meta["attempts"] = [attempt.as_dict() for attempt in attempts]
             if response is not None:
-                response["headers"] = entry.response_headers
-        error = {"code": entry.error.instance_code, "message": entry.error.message} if entry.error else None
+                response["headers"] = response_headers or {}
+        described = {"code": error.instance_code, "message": error.message} if error else None
         level: Level = "error" if failed else "info"
-        if entry.activity_log_id is not None:
+        if activity_log_id is not None:
             line = Message(
-                operation_id=entry.activity_log_id,
+                operation_id=activity_log_id,
                 message=f"{request['method']} {request['url']}",
                 type="http",
                 level=level,
-                created_at=entry.started_at,
-                ended_at=entry.ended_at,
+                created_at=started_at,
+                ended_at=ended_at,
                 request=request,
                 response=response,
                 retry=meta,
-                error=error,
+                error=described,
             )
             self.oplog.log_messages([line])
             return
-        source = entry.source
         connection = source.connection
         self.oplog.record(
-            Operation(
-                type="proxy",
-                action="call",
-                state=entry.state,
-                level=level,
+            Operation.finished(
+                "proxy",
+                "call",
+                state,
+                level,
+                started_at=started_at,
+                ended_at=ended_at,
                 environment_id=source.environment_id,
                 provider_config_key=source.provider_config_key,
                 provider=connection.row.provider if connection is not None else None,
@@ -131,40 +145,22 @@ class ProxyService:
                 nango_connection_id=connection.id if connection is not None else None,
                 request=request,
                 response=response,
-                error=error,
+                error=described,
                 meta=meta,
-                created_at=entry.started_at,
-                started_at=entry.started_at,
-                ended_at=entry.ended_at,
-                expires_at=entry.started_at + DEFAULT_EXPIRY["proxy"],
             )
         )
 
 
-@dataclass
-class CallLog:
-    """What is logged of one proxy call; never a credential: injected values are masked."""
+def _logged_url(call: ProxyCall) -> str:
+    target = call.target
+    return target.log_url if target is not None else call.spec.endpoint
 
-    call: ProxyCall
-    source: ConnectionSource
-    started_at: datetime
-    ended_at: datetime
-    state: OperationState
-    status: int | None = None
-    response_headers: dict[str, str] = field(default_factory=dict)
-    error: NangoError | None = None
-    bytes_sent: int | None = None
-    activity_log_id: str | None = None
 
-    def url(self) -> str:
-        target = self.call.target
-        return target.log_url if target is not None else self.call.spec.endpoint
-
-    def request_headers(self) -> dict[str, str]:
-        target = self.call.target
-        if target is None:
-            return dict(self.call.spec.headers)
-        return {name: MASK if name.lower() in target.injected else value for name, value in target.headers.items()}
+def _logged_request_headers(call: ProxyCall) -> dict[str, str]:
+    target = call.target
+    if target is None:
+        return dict(call.spec.headers)
+    return {name: MASK if name.lower() in target.injected else value for name, value in target.headers.items()}
 
 
 def activity_log_id(value: str | None) -> str | None:
@@ -216,4 +212,4 @@ class ConnectionSource:
         return self.view
 
 
-__all__ = ["CallLog", "ConnectionSource", "ProxyService", "activity_log_id"]
+__all__ = ["ConnectionSource", "ProxyService", "activity_log_id"]

@@ -142,6 +142,9 @@ async def test_api_key_header_forwarded_headers_and_response_allow_list(proxy: P
     assert answer.headers["Content-Disposition"] == 'inline; filename="echo.json"'
     assert "Set-Cookie" not in answer.headers
     assert "X-Internal-Debug" not in answer.headers
+    # the public API's CORS headers, added by the route itself since it sends the answer
+    assert answer.headers["Access-Control-Allow-Origin"] == "*"
+    assert "Connection-Id" in answer.headers["Access-Control-Allow-Headers"]
 
 
 async def test_query_template_connection_config_and_caller_query(proxy: ProxyClient) -> None:

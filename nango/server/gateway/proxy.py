@@ -29,7 +29,7 @@ from nango.server.gateway.context import GATEWAY
 from nango.server.gateway.middleware import CORS_HEADERS, ENVIRONMENT
 from nango.server.gateway.validation import parse_headers
 from nango.server.inputs import CONNECTION_ID, PROVIDER_CONFIG_KEY, ConnectionId, ProviderConfigKey, Strict
-from nango.server.proxy import CallLog, ProxyService, activity_log_id
+from nango.server.proxy import ProxyService, activity_log_id
 
 routes = web.RouteTableDef()
 
@@ -126,6 +126,8 @@ _PLAIN = frozenset({"provider-config-key", "connection-id", "retries", "nango-is
 _PLAIN_WHEN_EMPTY = frozenset({"base-url-override", "nango-activity-log-id"})
 _PCK = re.compile(PROVIDER_CONFIG_KEY)
 _CID = re.compile(CONNECTION_ID)
+_FLAG = ("true", "false")
+_NO_CODES: frozenset[int] = frozenset()
 
 
 class Parsed(NamedTuple):
@@ -166,9 +168,9 @@ def _plain_headers(known: dict[str, str]) -> Parsed | None:
     retries = known.get("retries", "0")
     if not (retries.isascii() and retries.isdigit() and int(retries) <= 20):
         return None
-    if any(known.get(flag, "false") not in ("true", "false") for flag in ("nango-is-sync", "nango-is-dry-run")):
+    if known.get("nango-is-sync", "false") not in _FLAG or known.get("nango-is-dry-run", "false") not in _FLAG:
         return None
-    return Parsed(pck, cid, int(retries), None, False, frozenset(), True, None)
+    return Parsed(pck, cid, int(retries), None, False, _NO_CODES, True, None)
 
 
 def _spec(request: web.Request) -> tuple[ProxySpec, Parsed]:
@@ -325,8 +327,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     log_id = activity_log_id(parsed.activity_log_id)
 
     def log(state: OperationState, **fields: Any) -> None:
-        ended = datetime.now(UTC)
-        service.log(CallLog(call, source, started, ended, state, activity_log_id=log_id, **fields))
+        service.log(call, source, started, state, activity_log_id=log_id, **fields)
 
     stream: RequestStream | None = None
     try:
