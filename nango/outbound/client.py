@@ -8,6 +8,9 @@ call (private addresses refused). Redirects are followed here, each hop checked 
 several awaited signals per request); `session()` is for code written against plain aiohttp, which
 the policy polices through a trace on every request and redirect. All of a policy's sessions share
 its one pool.
+
+No session keeps cookies: the client serves every connection of every customer, and a cookie one
+upstream set must never ride along on another's call (Nango's proxy keeps none either).
 """
 
 from __future__ import annotations
@@ -123,6 +126,7 @@ class OutboundClient:
             session = aiohttp.ClientSession(
                 connector=self._connector(policy),
                 connector_owner=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
                 timeout=self._timeout,
                 trace_configs=[_policing(policy)],
             )
@@ -137,11 +141,14 @@ class OutboundClient:
             raw = aiohttp.ClientSession(
                 connector=connector,
                 connector_owner=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
                 timeout=self._timeout,
                 auto_decompress=False,
                 skip_auto_headers=("Accept-Encoding",),
             )
-            decompressing = aiohttp.ClientSession(connector=connector, connector_owner=False, timeout=self._timeout)
+            decompressing = aiohttp.ClientSession(
+                connector=connector, connector_owner=False, cookie_jar=aiohttp.DummyCookieJar(), timeout=self._timeout
+            )
             senders = self._senders[policy] = (raw, decompressing)
         return senders[1] if decompress else senders[0]
 

@@ -118,3 +118,38 @@ async def test_a_redirect_to_a_refused_address_is_not_followed(server: str) -> N
         with pytest.raises(OutboundDenied) as denied:
             await client.send(OutboundRequest("GET", URL(f"http://{server}/away?to=http://169.254.169.254/")), policy)
     assert denied.value.reason == "redirect_denied"
+
+
+async def test_no_cookie_set_by_an_upstream_rides_along_on_a_later_call() -> None:
+    """The client serves every connection of every customer: a Set-Cookie from one answer must never
+    come back on another call, through send() or session()."""
+    seen: list[str | None] = []
+
+    async def setter(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Cookie"))
+        response = web.json_response({})
+        response.set_cookie("session", "belongs-to-customer-a", path="/")
+        return response
+
+    app = web.Application()
+    app.router.add_get("/set", setter)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    policy = server_policy('{"blockLoopback": false}', None)
+    # a name, not an address: aiohttp's default jar keeps no cookies for bare IP addresses
+    url = URL(f"http://api.cookies.test:{port}/set")
+    try:
+        async with OutboundClient(dns=lambda: ScriptedDns(["127.0.0.1"])) as client:
+            for decompress in (False, True, False):
+                response = await client.send(OutboundRequest("GET", url, decompress=decompress), policy)
+                assert response.status == 200
+                assert "session" in response.headers.get("Set-Cookie", "")
+                response.release()
+            for _ in range(2):
+                async with client.session(policy).get(url) as plain:
+                    assert plain.status == 200
+    finally:
+        await runner.cleanup()
+    assert seen == [None] * 5
