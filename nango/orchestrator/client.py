@@ -59,10 +59,13 @@ class OrchestratorClient:
 
     # tasks
 
-    async def create_task(self, spec: TaskSpec) -> Task:
-        reply = await invoke(
-            SERVICE, self._stub.CreateTask(pb.CreateTaskRequest(task=_task_spec_pb(spec)), **self._t())
-        )
+    async def create_task(self, spec: TaskSpec, *, wait: timedelta = timedelta(0)) -> Task:
+        """Create the task; with `wait`, then wait up to that long (30 s at most) for it to terminate
+        (check `terminated`), in the same call."""
+        request = pb.CreateTaskRequest(task=_task_spec_pb(spec))
+        if wait > timedelta(0):
+            request.wait.CopyFrom(_duration_pb(wait))
+        reply = await invoke(SERVICE, self._stub.CreateTask(request, **self._t(wait)))
         return _task(reply.task)
 
     async def create_tasks(self, specs: Sequence[TaskSpec]) -> list[Task]:

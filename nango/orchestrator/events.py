@@ -4,23 +4,34 @@ replica wakes the callers waiting on every other replica.
 The triggers of migration 0001 notify `<schema>.task_created` (payload: the group key) and
 `<schema>.task_terminated` (payload: id, retry key, group max concurrency, group key). A waiter
 registers before it queries and re-queries when woken, so no notification falls between the two.
+A task that terminates through this process is also handed to its waiters here, once committed, so
+they answer without querying it again (terminal states never change).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
-from collections.abc import Iterator
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
 from nango.errors import ServiceUnavailable
+from nango.orchestrator.models import Task
 from nango.orchestrator.patterns import GroupPattern
 
 log = logging.getLogger(__name__)
+
+
+class TaskWatch(asyncio.Event):
+    """Set when the watched task terminates; `ended` holds the task when it ended through this process."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ended: Task | None = None
 
 
 class TaskEvents:
@@ -29,8 +40,11 @@ class TaskEvents:
         self.created_channel = f"{schema}.task_created"
         self.terminated_channel = f"{schema}.task_terminated"
         self._groups: dict[asyncio.Event, GroupPattern] = {}
-        self._tasks: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
+        self._tasks: defaultdict[str, set[TaskWatch]] = defaultdict(set)
         self._retries: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
+        # tasks this process is terminating now, and those of them whose end was notified meanwhile
+        self._ending: Counter[str] = Counter()
+        self._noticed: set[str] = set()
         self._listening = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
         self.closing = False
@@ -67,16 +81,40 @@ class TaskEvents:
             del self._groups[event]
 
     @contextmanager
-    def watching_task(self, task_id: str) -> Iterator[asyncio.Event]:
+    def watching_task(self, task_id: str) -> Iterator[TaskWatch]:
         """Set when the task terminates."""
-        with _registered(self._tasks, task_id) as event:
-            yield event
+        with _registered(self._tasks, task_id, TaskWatch()) as watch:
+            yield watch
 
     @contextmanager
     def watching_retry(self, retry_key: str) -> Iterator[asyncio.Event]:
         """Set when an attempt with this retry key terminates."""
-        with _registered(self._retries, retry_key) as event:
+        with _registered(self._retries, retry_key, asyncio.Event()) as event:
             yield event
+
+    @contextmanager
+    def ending_here(self, task_id: str) -> Iterator[None]:
+        """Around this process's own attempt to terminate a task: a notification of its end that arrives
+        meanwhile wakes its waiters only once the attempt is over, by when `ended_here` has handed them
+        the task (or, if the attempt failed, they query it)."""
+        self._ending[task_id] += 1
+        try:
+            yield
+        finally:
+            self._ending[task_id] -= 1
+            if not self._ending[task_id]:
+                del self._ending[task_id]
+                if task_id in self._noticed:
+                    self._noticed.discard(task_id)
+                    for watch in self._tasks.get(task_id, ()):
+                        watch.set()
+
+    def ended_here(self, tasks: Iterable[Task]) -> None:
+        """Tasks this process just terminated, committed: their waiters here take them as they are."""
+        for task in tasks:
+            for watch in self._tasks.get(task.id, ()):
+                watch.ended = task
+                watch.set()
 
     async def _supervise(self) -> None:
         delay = 0.2
@@ -113,8 +151,11 @@ class TaskEvents:
 
     def _on_terminated(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         task_id, retry_key, max_concurrency, group_key = payload.split(" ", 3)
-        for event in self._tasks.get(task_id, ()):
-            event.set()
+        if task_id in self._ending:
+            self._noticed.add(task_id)
+        else:
+            for watch in self._tasks.get(task_id, ()):
+                watch.set()
         for event in self._retries.get(retry_key, ()):
             event.set()
         # a finished task frees a slot only in a limited group; unlimited ones had no one waiting on it
@@ -135,9 +176,11 @@ class TaskEvents:
                     event.set()
 
 
+E = TypeVar("E", bound=asyncio.Event)
+
+
 @contextmanager
-def _registered(registry: defaultdict[str, set[asyncio.Event]], key: str) -> Iterator[asyncio.Event]:
-    event = asyncio.Event()
+def _registered(registry: defaultdict[str, set[E]], key: str, event: E) -> Iterator[E]:
     registry[key].add(event)
     try:
         yield event

@@ -45,7 +45,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         self, request: pb.CreateTaskRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateTaskResponse:
         spec = _task_spec(_required(request, "task"), "task")
-        (task,) = await self.scheduler.create_tasks([spec])
+        task = await self.scheduler.create_task(spec, _wait(request, "wait"))
         return pb.CreateTaskResponse(task=_task_pb(task))
 
     async def CreateTasks(

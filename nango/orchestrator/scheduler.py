@@ -12,13 +12,12 @@ import contextlib
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from nango.errors import Conflict, InvalidRequest
 from nango.orchestrator.errors import GroupQueueFull, InvalidTransition, ScheduleNotFound, TaskNotFound
-from nango.orchestrator.events import TaskEvents
+from nango.orchestrator.events import TaskEvents, TaskWatch
 from nango.orchestrator.models import FailedTask, Schedule, ScheduleSpec, Task, TaskQuery, TaskSpec
 from nango.orchestrator.patterns import GroupPattern
 from nango.orchestrator.rules import admit, expiry_reason, next_grid_point, retry_name
@@ -47,10 +46,28 @@ class Scheduler:
 
     async def create_tasks(self, specs: Sequence[TaskSpec]) -> list[Task]:
         """Create tasks in one transaction: all of them, or none when a group's backlog is full."""
-        if not specs:
+        return await self._create([_new_task(spec) for spec in specs])
+
+    async def create_task(self, spec: TaskSpec, wait: timedelta = timedelta(0)) -> Task:
+        """Create one task; then wait up to `wait` for it to terminate, like `task_output`."""
+        row = _new_task(spec)
+        # watched before it exists: its end cannot slip between the insert and the wait
+        with self._events.watching_task(str(row.id)) as watch:
+            (task,) = await self._create([row])
+            if wait <= timedelta(0):
+                return task
+            return await self._long_poll(watch, self._output_attempt(task.id, watch), _terminated, wait, first=task)
+
+    async def _create(self, rows: Sequence[NewTask]) -> list[Task]:
+        if not rows:
             return []
+        # the common case in one statement: the backlog check and the insert together
+        created = await self._store.insert_tasks_within(self._store.pool, rows, self._waiting_per_group_max)
+        if created is not None:
+            return created
+        # a group's backlog is (or was) full: check again in a transaction, to name it
         async with self._store.transaction() as conn:
-            added = Counter(spec.group.key for spec in specs)
+            added = Counter(row.group.key for row in rows)
             waiting = await self._store.waiting_counts(conn, list(added))
             for group_key, count in added.items():
                 already = waiting.get(group_key, 0)
@@ -60,22 +77,18 @@ class Scheduler:
                         f"adding {count} would pass its limit of {self._waiting_per_group_max}",
                         payload={"group_key": group_key, "waiting": already, "max": self._waiting_per_group_max},
                     )
-            return await self._store.insert_tasks(conn, [_new_task(spec) for spec in specs])
+            return await self._store.insert_tasks(conn, rows)
 
     async def dequeue(self, group_key_pattern: str, limit: int, wait: timedelta) -> list[Task]:
         """Start up to `limit` runnable tasks of matching groups, oldest first, within each group's
         max concurrency; when there are none, wait up to `wait` for some."""
         pattern = GroupPattern(group_key_pattern)
-        return await self._long_poll(
-            self._events.watching_groups(pattern), lambda: self._claim(pattern, limit), bool, wait
-        )
+        with self._events.watching_groups(pattern) as woken:
+            return await self._long_poll(woken, lambda: self._claim(pattern, limit), bool, wait)
 
     async def _claim(self, pattern: GroupPattern, limit: int) -> list[Task]:
         async with self._store.transaction() as conn:
-            saturated = await self._store.saturated_groups(conn, pattern.like)
-            candidates = await self._store.lock_candidates(
-                conn, pattern.like, saturated, min(2 * limit + 10, CLAIM_SCAN_MAX)
-            )
+            candidates = await self._store.lock_candidates(conn, pattern.like, min(2 * limit + 10, CLAIM_SCAN_MAX))
             if not candidates:
                 return []
             limited = sorted({c.group_key for c in candidates if c.max_concurrency > 0})
@@ -109,9 +122,26 @@ class Scheduler:
     async def _terminate(
         self, task_id: str, to: TaskState, output: Any, next_execution_delay: timedelta | None
     ) -> tuple[Task, Task | None]:
+        with self._events.ending_here(task_id):
+            # the common case, an immediate task with no retry to create, is one statement (its own transaction)
+            done = await self._store.terminate(
+                self._store.pool, [task_id], to, [output], unscheduled_only=True, final_only=True
+            )
+            if done:
+                self._events.ended_here(done)
+                return done[0], None
+            task, retry = await self._terminate_in_transaction(task_id, to, output, next_execution_delay)
+            self._events.ended_here([task])
+            return task, retry
+
+    async def _terminate_in_transaction(
+        self, task_id: str, to: TaskState, output: Any, next_execution_delay: timedelta | None
+    ) -> tuple[Task, Task | None]:
         async with self._store.transaction() as conn:
-            # the common case, an immediate task, needs no schedule lock: one statement
-            done = await self._store.terminate(conn, [task_id], to, [output], unscheduled_only=True)
+            # an immediate task needs no schedule lock (one whose end creates no retry was tried already)
+            done = []
+            if to in RETRYABLE_TASK_STATES:
+                done = await self._store.terminate(conn, [task_id], to, [output], unscheduled_only=True)
             schedule = None
             if not done:
                 task = await self._store.get_task(conn, task_id)
@@ -168,14 +198,20 @@ class Scheduler:
 
     async def task_output(self, task_id: str, wait: timedelta) -> Task:
         """The task; waits up to `wait` for it to terminate."""
+        with self._events.watching_task(task_id) as watch:
+            return await self._long_poll(watch, self._output_attempt(task_id, watch), _terminated, wait)
 
+    def _output_attempt(self, task_id: str, watch: TaskWatch) -> Callable[[], Awaitable[Task]]:
         async def attempt() -> Task:
+            # ended through this process: as committed, and a terminal state never changes
+            if watch.ended is not None:
+                return watch.ended
             task = await self._store.get_task(self._store.pool, task_id)
             if task is None:
                 raise TaskNotFound(f"no task {task_id}")
             return task
 
-        return await self._long_poll(self._events.watching_task(task_id), attempt, _terminated, wait)
+        return attempt
 
     async def retry_output(self, retry_key: str, owner_key: str, wait: timedelta) -> Task:
         """The latest attempt of a retried task, if `owner_key` owns it; waits like task_output."""
@@ -187,30 +223,38 @@ class Scheduler:
                 raise TaskNotFound(f"no task with retry key {retry_key} for this owner")
             return task
 
-        return await self._long_poll(self._events.watching_retry(retry_key), attempt, _terminated, wait)
+        with self._events.watching_retry(retry_key) as woken:
+            return await self._long_poll(woken, attempt, _terminated, wait)
 
     async def search_tasks(self, query: TaskQuery) -> list[Task]:
         return await self._store.search_tasks(self._store.pool, query)
 
     async def _long_poll(
         self,
-        watch: AbstractContextManager[asyncio.Event],
+        woken: asyncio.Event,
         attempt: Callable[[], Awaitable[T]],
         done: Callable[[T], bool],
         wait: timedelta,
+        *,
+        first: T | None = None,
     ) -> T:
+        """`attempt()` until `done`, re-tried when `woken` (registered by the caller before anything was
+        read) is set, and at least every RECHECK_SECONDS, for up to `wait`; `first` stands for a first
+        attempt already made."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(wait, MAX_WAIT).total_seconds()
-        with watch as woken:
-            while True:
+        result = first
+        while True:
+            if result is None:
                 woken.clear()
                 result = await attempt()
-                remaining = deadline - loop.time()
-                if done(result) or remaining <= 0 or self._events.closing:
-                    return result
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(min(remaining, RECHECK_SECONDS)):
-                        await woken.wait()
+            remaining = deadline - loop.time()
+            if done(result) or remaining <= 0 or self._events.closing:
+                return result
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(remaining, RECHECK_SECONDS)):
+                    await woken.wait()
+            result = None
 
     # schedules
 
@@ -315,21 +359,26 @@ class Scheduler:
         """Expire active tasks past a timeout (retrying those whose policy allows); returns how many."""
         async with self._store.transaction() as conn:
             unscheduled = await self._store.lock_expired_unscheduled(conn, limit)
-            expired = await self._expire(conn, unscheduled, {})
+            ended = await self._expire(conn, unscheduled, {})
+        self._events.ended_here(ended)
+        expired = len(ended)
         async with self._store.transaction() as conn:
             schedules = await self._store.lock_schedules_with_expired_tasks(conn, limit)
+            ended = []
             if schedules:
                 scheduled = await self._store.lock_expired_of_schedules(conn, [s.id for s in schedules])
-                expired += await self._expire(conn, scheduled, {s.id: s for s in schedules})
-        return expired
+                ended = await self._expire(conn, scheduled, {s.id: s for s in schedules})
+        self._events.ended_here(ended)
+        return expired + len(ended)
 
-    async def _expire(self, conn: Any, tasks: Sequence[Task], schedules: Mapping[str, Schedule]) -> int:
+    async def _expire(self, conn: Any, tasks: Sequence[Task], schedules: Mapping[str, Schedule]) -> list[Task]:
+        """The tasks expired (committed only with the caller's transaction)."""
         if not tasks:
-            return 0
+            return []
         outputs = [{"reason": expiry_reason(t).value} for t in tasks]
         done = await self._store.terminate(conn, [t.id for t in tasks], TaskState.EXPIRED, outputs)
         await self._after_terminated(conn, done, schedules, None)
-        return len(done)
+        return done
 
     async def clean(self, older_than: timedelta, limit: int) -> int:
         """Delete up to `limit` tasks terminated before `older_than` ago; returns how many."""
@@ -345,6 +394,7 @@ _IDEMPOTENT_IDS = uuid.UUID("6f1c2d4e-8a3b-5c7d-9e0f-1a2b3c4d5e6f")
 
 
 def _new_task(spec: TaskSpec) -> NewTask:
+    # the id is known before the insert, so a caller can watch the task before it exists
     return NewTask(
         id=uuid.uuid5(_IDEMPOTENT_IDS, spec.idempotency_key) if spec.idempotency_key else uuid.uuid4(),
         name=spec.name,

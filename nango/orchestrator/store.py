@@ -26,7 +26,13 @@ from nango.orchestrator.models import (
     TaskQuery,
     TaskTimeouts,
 )
-from nango.orchestrator.states import ScheduleState, TaskState, schedule_sources, task_sources
+from nango.orchestrator.states import (
+    RETRYABLE_TASK_STATES,
+    ScheduleState,
+    TaskState,
+    schedule_sources,
+    task_sources,
+)
 
 _TASK_FIELDS = (
     "id",
@@ -178,23 +184,47 @@ class Store:
     async def insert_tasks(self, conn: Any, rows: Sequence[NewTask]) -> list[Task]:
         """Insert CREATED tasks; returned in the order given. A row whose id exists already (an
         idempotent re-send) is not inserted again: the existing task is returned in its place."""
+        _, tasks = await self._insert_tasks(conn, rows, None)
+        return tasks
+
+    async def insert_tasks_within(self, conn: Any, rows: Sequence[NewTask], waiting_max: int) -> list[Task] | None:
+        """Like `insert_tasks`, unless a group would then hold more than `waiting_max` waiting tasks:
+        then nothing is inserted and None returned. The check and the insert are one statement, so
+        this needs no transaction of its own."""
+        blocked, tasks = await self._insert_tasks(conn, rows, waiting_max)
+        return None if blocked else tasks
+
+    async def _insert_tasks(
+        self, conn: Any, rows: Sequence[NewTask], waiting_max: int | None
+    ) -> tuple[bool, list[Task]]:
+        """Whether the backlog cap held the rows back, and the tasks (in the order given) otherwise."""
         if not rows:
-            return []
+            return False, []
         records = await conn.fetch(
-            f"""INSERT INTO tasks (id, name, payload, group_key, group_max_concurrency, retry_max, retry_count,
-                                   retry_key, owner_key, schedule_id, starts_after, created_to_started_timeout,
-                                   started_to_completed_timeout, heartbeat_timeout, state, expires_at)
-                SELECT v.id, v.name, v.payload::jsonb, v.group_key, v.max_concurrency, v.retry_max, v.retry_count,
-                       v.retry_key, v.owner_key, v.schedule_id, coalesce(v.starts_after, now()), v.cts, v.stc, v.hb,
-                       $15, coalesce(v.starts_after, now()) + v.cts
-                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[], $7::int[],
-                            $8::uuid[], $9::text[], $10::uuid[], $11::timestamptz[], $12::interval[],
-                            $13::interval[], $14::interval[]) WITH ORDINALITY
-                     AS v(id, name, payload, group_key, max_concurrency, retry_max, retry_count, retry_key,
-                          owner_key, schedule_id, starts_after, cts, stc, hb, position)
-                ORDER BY v.position
-                ON CONFLICT (id) DO NOTHING
-                RETURNING {_TASK}""",
+            f"""WITH v AS (
+                    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[],
+                                         $7::int[], $8::uuid[], $9::text[], $10::uuid[], $11::timestamptz[],
+                                         $12::interval[], $13::interval[], $14::interval[]) WITH ORDINALITY
+                         AS v(id, name, payload, group_key, max_concurrency, retry_max, retry_count, retry_key,
+                              owner_key, schedule_id, starts_after, cts, stc, hb, position)),
+                guard AS (
+                    SELECT $16::int IS NOT NULL AND EXISTS (
+                        SELECT 1 FROM (SELECT group_key, count(*) AS n FROM v GROUP BY group_key) AS a
+                        WHERE a.n + (SELECT count(*) FROM tasks w WHERE w.state = $15 AND w.group_key = a.group_key)
+                              > $16::int) AS blocked),
+                inserted AS (
+                    INSERT INTO tasks (id, name, payload, group_key, group_max_concurrency, retry_max, retry_count,
+                                       retry_key, owner_key, schedule_id, starts_after, created_to_started_timeout,
+                                       started_to_completed_timeout, heartbeat_timeout, state, expires_at)
+                    SELECT v.id, v.name, v.payload::jsonb, v.group_key, v.max_concurrency, v.retry_max,
+                           v.retry_count, v.retry_key, v.owner_key, v.schedule_id, coalesce(v.starts_after, now()),
+                           v.cts, v.stc, v.hb, $15, coalesce(v.starts_after, now()) + v.cts
+                    FROM v
+                    WHERE NOT (SELECT blocked FROM guard)
+                    ORDER BY v.position
+                    ON CONFLICT (id) DO NOTHING
+                    RETURNING {_TASK})
+                SELECT guard.blocked, inserted.* FROM guard LEFT JOIN inserted ON true""",
             [r.id for r in rows],
             [r.name for r in rows],
             [json.dumps(r.args, separators=(",", ":")) for r in rows],
@@ -210,8 +240,11 @@ class Store:
             [r.timeouts.started_to_completed for r in rows],
             [r.timeouts.heartbeat for r in rows],
             _CREATED,
+            waiting_max,
         )
-        tasks = [_task(r) for r in records]
+        if records[0]["blocked"]:
+            return True, []
+        tasks = [_task(r) for r in records if r["id"] is not None]
         ids = [str(r.id) for r in rows]
         if len(tasks) < len(set(ids)):
             inserted = {t.id for t in tasks}
@@ -220,7 +253,7 @@ class Store:
             )
             tasks += [_task(r) for r in existing]
         by_id = {t.id: t for t in tasks}
-        return [by_id[i] for i in ids]
+        return False, [by_id[i] for i in ids]
 
     async def get_task(self, conn: Any, task_id: str) -> Task | None:
         record = await conn.fetchrow(f"SELECT {_TASK} FROM tasks WHERE id = $1", task_id)
@@ -247,30 +280,24 @@ class Store:
         )
         return {r["group_key"]: r["n"] for r in records}
 
-    async def saturated_groups(self, conn: Any, like: str) -> list[str]:
-        """Limited groups matching `like` that already run as many tasks as their limit allows."""
+    async def lock_candidates(self, conn: Any, like: str, scan: int) -> list[Candidate]:
+        """Lock up to `scan` runnable waiting tasks, oldest first, skipping rows other dequeuers hold and
+        limited groups that already run as many tasks as their limit allows."""
         records = await conn.fetch(
-            r"""SELECT group_key FROM tasks
-                WHERE state = $2 AND group_max_concurrency > 0 AND group_key LIKE $1 ESCAPE '\'
-                GROUP BY group_key HAVING count(*) >= max(group_max_concurrency)""",
-            like,
-            _STARTED,
-        )
-        return [r["group_key"] for r in records]
-
-    async def lock_candidates(self, conn: Any, like: str, excluded: Sequence[str], scan: int) -> list[Candidate]:
-        """Lock up to `scan` runnable waiting tasks, oldest first, skipping rows other dequeuers hold."""
-        records = await conn.fetch(
-            r"""SELECT id, group_key, group_max_concurrency FROM tasks
-                WHERE state = $4 AND group_key LIKE $1 ESCAPE '\' AND starts_after <= now()
-                  AND group_key <> ALL($2::text[])
+            r"""WITH saturated AS (
+                    SELECT group_key FROM tasks
+                    WHERE state = $4 AND group_max_concurrency > 0 AND group_key LIKE $1 ESCAPE '\'
+                    GROUP BY group_key HAVING count(*) >= max(group_max_concurrency))
+                SELECT id, group_key, group_max_concurrency FROM tasks
+                WHERE state = $3 AND group_key LIKE $1 ESCAPE '\' AND starts_after <= now()
+                  AND group_key NOT IN (SELECT group_key FROM saturated)
                 ORDER BY seq
-                LIMIT $3
+                LIMIT $2
                 FOR UPDATE SKIP LOCKED""",
             like,
-            list(excluded),
             scan,
             _CREATED,
+            _STARTED,
         )
         return [Candidate(str(r["id"]), r["group_key"], r["group_max_concurrency"]) for r in records]
 
@@ -319,17 +346,27 @@ class Store:
         return {str(r["id"]) for r in records}
 
     async def terminate(
-        self, conn: Any, ids: Sequence[str], to: TaskState, outputs: Sequence[Any], *, unscheduled_only: bool = False
+        self,
+        conn: Any,
+        ids: Sequence[str],
+        to: TaskState,
+        outputs: Sequence[Any],
+        *,
+        unscheduled_only: bool = False,
+        final_only: bool = False,
     ) -> list[Task]:
         """Move tasks to the terminal state `to` with their outputs, each only if the transition table
         allows it from its current state (and, with `unscheduled_only`, if it has no schedule, whose
-        row would have to be locked first); returns those moved."""
-        unscheduled = "AND t.schedule_id IS NULL" if unscheduled_only else ""
+        row would have to be locked first; with `final_only`, if no retry follows it, which would have
+        to be inserted in the same transaction); returns those moved."""
+        conditions = "AND t.schedule_id IS NULL" if unscheduled_only else ""
+        if final_only and to in RETRYABLE_TASK_STATES:
+            conditions += " AND t.retry_count >= t.retry_max"
         records = await conn.fetch(
             f"""UPDATE tasks AS t SET state = $3, output = v.output::jsonb, last_state_transition_at = now(),
                        expires_at = NULL
                 FROM unnest($1::uuid[], $2::text[]) AS v(id, output)
-                WHERE t.id = v.id AND t.state = ANY($4::text[]) {unscheduled}
+                WHERE t.id = v.id AND t.state = ANY($4::text[]) {conditions}
                 RETURNING {_T_TASK}""",
             list(ids),
             [None if o is None else json.dumps(o, separators=(",", ":"), default=str) for o in outputs],

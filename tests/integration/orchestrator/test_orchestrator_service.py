@@ -176,6 +176,46 @@ async def test_output_long_poll_returns_the_unfinished_task_when_the_wait_ends(o
     await orch.cancel(task.id)
 
 
+async def test_create_with_wait_answers_once_the_task_ends_here_or_on_another_replica(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    a, b = replicas
+    for ender in (a, b):
+        group = new_group()
+        waiting = asyncio.create_task(a.client.create_task(spec(group), wait=timedelta(seconds=10)))
+        started = await dequeue_one(ender.client, group)
+        assert not waiting.done()
+        finished_at = time.monotonic()
+        await ender.client.succeed(started.id, {"output": [ender.target]})
+        ended = await bounded(waiting, 5)
+        assert time.monotonic() - finished_at < 0.5
+        assert (ended.id, ended.state, ended.terminated) == (started.id, TaskState.SUCCEEDED, True)
+        assert ended.output == {"output": [ender.target]}
+
+    # failed, cancelled: the same, with the output each end gives
+    group = new_group()
+    waiting = asyncio.create_task(a.client.create_task(spec(group), wait=timedelta(seconds=10)))
+    await a.client.fail((await dequeue_one(a.client, group)).id, {"error": "boom"})
+    assert ((ended := await bounded(waiting, 5)).state, ended.output) == (TaskState.FAILED, {"error": "boom"})
+    group = new_group()
+    waiting = asyncio.create_task(a.client.create_task(spec(group), wait=timedelta(seconds=10)))
+    await b.client.cancel((await dequeue_one(b.client, group)).id, "stop")
+    assert ((ended := await bounded(waiting, 5)).state, ended.output) == (TaskState.CANCELLED, {"reason": "stop"})
+
+
+async def test_create_with_wait_returns_the_unfinished_task_when_the_wait_ends(orch: OrchestratorClient) -> None:
+    group = new_group()
+    began = time.monotonic()
+    task = await orch.create_task(spec(group), wait=timedelta(milliseconds=400))
+    assert 0.35 < time.monotonic() - began < 2.5
+    assert (task.state, task.terminated) == (TaskState.CREATED, False)
+    assert [t.id for t in await orch.search_tasks(group_key=group)] == [task.id]
+    # without a wait it answers at once, whatever happens to the task
+    began = time.monotonic()
+    assert (await orch.create_task(spec(group))).state is TaskState.CREATED
+    assert time.monotonic() - began < 0.35
+
+
 async def test_illegal_transitions_are_refused(orch: OrchestratorClient) -> None:
     group = new_group()
     task = await orch.create_task(spec(group))

@@ -119,7 +119,7 @@ class OrchestratorServiceServicer:
     """
 
     def CreateTask(self, request, context):
-        """Creates one immediate task.
+        """Creates one immediate task; with `wait`, then waits for it to terminate like GetTaskOutput.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -36,7 +36,7 @@ class OrchestratorServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> OrchestratorServiceAsyncStub: ...
     CreateTask: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.CreateTaskRequest, _orchestrator_pb2.CreateTaskResponse]
-    """Creates one immediate task."""
+    """Creates one immediate task; with `wait`, then waits for it to terminate like GetTaskOutput."""
     CreateTasks: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.CreateTasksRequest, _orchestrator_pb2.CreateTasksResponse]
     """Creates many immediate tasks in one transaction."""
     DequeueTasks: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.DequeueTasksRequest, _orchestrator_pb2.DequeueTasksResponse]
@@ -76,7 +76,7 @@ class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateTask: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.CreateTaskRequest, _orchestrator_pb2.CreateTaskResponse]  # type: ignore[assignment]
-    """Creates one immediate task."""
+    """Creates one immediate task; with `wait`, then waits for it to terminate like GetTaskOutput."""
     CreateTasks: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.CreateTasksRequest, _orchestrator_pb2.CreateTasksResponse]  # type: ignore[assignment]
     """Creates many immediate tasks in one transaction."""
     DequeueTasks: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.DequeueTasksRequest, _orchestrator_pb2.DequeueTasksResponse]  # type: ignore[assignment]
@@ -119,7 +119,7 @@ class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _orchestrator_pb2.CreateTaskRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_orchestrator_pb2.CreateTaskResponse, _abc.Awaitable[_orchestrator_pb2.CreateTaskResponse]]:
-        """Creates one immediate task."""
+        """Creates one immediate task; with `wait`, then waits for it to terminate like GetTaskOutput."""
 
     @_abc_1.abstractmethod
     def CreateTasks(
