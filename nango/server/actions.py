@@ -166,12 +166,31 @@ def outcome(task: Task) -> Any:
 Disconnected = Callable[[], bool]
 
 
+def _wait_bound(timeouts: TaskTimeouts) -> timedelta:
+    """How long a synchronous action can take before the orchestrator ends it, and its sweep notices."""
+    return timeouts.created_to_started + timeouts.started_to_completed + EXPIRY_GRACE
+
+
 class CallerGone(Exception):
     """The caller of a synchronous action went away; its wait stopped, the task runs on."""
 
 
-async def _unless_disconnected(call: Awaitable[Task], disconnected: Disconnected | None) -> Task:
-    """The call's result; CallerGone (the call cancelled) once `disconnected()` says the caller left."""
+# calls left to end by themselves, held until they do (the event loop keeps only weak references)
+_detached: set[asyncio.Future[Task]] = set()
+
+
+def _forget(call: asyncio.Future[Task]) -> None:
+    _detached.discard(call)
+    # its failure, if any, concerns nobody any more
+    if not call.cancelled():
+        call.exception()
+
+
+async def _unless_disconnected(
+    call: Awaitable[Task], disconnected: Disconnected | None, *, cancel: bool = True
+) -> Task:
+    """The call's result; CallerGone once `disconnected()` says the caller left, the call then cancelled,
+    or (`cancel=False`, for a call that must not be cut short) left to end by itself."""
     pending = asyncio.ensure_future(call)
     if disconnected is None:
         return await pending
@@ -184,7 +203,11 @@ async def _unless_disconnected(call: Awaitable[Task], disconnected: Disconnected
                 raise CallerGone()
     finally:
         if not pending.done():
-            pending.cancel()
+            if cancel:
+                pending.cancel()
+            else:
+                _detached.add(pending)
+                pending.add_done_callback(_forget)
 
 
 class ActionService:
@@ -250,13 +273,21 @@ class ActionService:
         """Run the action and return its output (ActionFailed when it fails or never runs). When
         `disconnected()` turns true the wait stops with CallerGone; the task itself runs on."""
         connection, function = await self.prepare(environment_id, provider_config_key, connection_id, action_name)
-        task = await self.orchestrator.create_task(self._spec(connection, function, input, is_async=False, retries=0))
-        return await self.wait(task, disconnected)
+        spec = self._spec(connection, function, input, is_async=False, retries=0)
+        deadline = asyncio.get_running_loop().time() + _wait_bound(spec.timeouts).total_seconds()
+        # one call creates the task and waits for it; a caller that leaves meanwhile stops waiting, but the
+        # call is not cut short (the task is created and runs on)
+        task = await _unless_disconnected(
+            self.orchestrator.create_task(spec, wait=min(POLL, _wait_bound(spec.timeouts))), disconnected, cancel=False
+        )
+        return await self.wait(task, disconnected, deadline=deadline)
 
-    async def wait(self, task: Task, disconnected: Disconnected | None = None) -> Any:
+    async def wait(self, task: Task, disconnected: Disconnected | None = None, *, deadline: float | None = None) -> Any:
+        """The task's outcome once it terminates; waits until `deadline` (the event loop's clock; by
+        default the task's own timeouts from now, with a grace for the expiry sweep)."""
         loop = asyncio.get_running_loop()
-        bound = task.timeouts.created_to_started + task.timeouts.started_to_completed + EXPIRY_GRACE
-        deadline = loop.time() + bound.total_seconds()
+        if deadline is None:
+            deadline = loop.time() + _wait_bound(task.timeouts).total_seconds()
         while not task.terminated:
             remaining = deadline - loop.time()
             if remaining <= 0:
