@@ -110,12 +110,20 @@ class Dispatcher:
 
     async def _dispatch(self, task: Task, args: TaskArgs, stopping: asyncio.Event) -> FunctionFailure | None:
         """Start the task on a runner; the failure to settle it with when that cannot be done."""
-        try:
-            plan = await self._plan(args)
-        except NangoError as exc:
-            await self.store.dispatch(task.id, args)
-            return _failure(exc)
-        _, job = await self.store.dispatch(task.id, args, plan.job_type)
+        job: SyncJob | None = None
+        if args.sync_id is None:
+            # no sync job to open: the task is recorded while the server is asked what to run
+            planned, _ = await asyncio.gather(self._plan_or_failure(args), self.store.dispatch(task.id, args))
+            if isinstance(planned, FunctionFailure):
+                return planned
+            plan = planned
+        else:
+            try:
+                plan = await self._plan(args)
+            except NangoError as exc:
+                await self.store.dispatch(task.id, args)
+                return _failure(exc)
+            _, job = await self.store.dispatch(task.id, args, plan.job_type)
         lost = asyncio.Event()
         holder = asyncio.create_task(self._hold(task, lost), name=f"jobs-hold-{task.id}")
         try:
@@ -128,6 +136,12 @@ class Dispatcher:
             holder.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await holder
+
+    async def _plan_or_failure(self, args: TaskArgs) -> _Plan | FunctionFailure:
+        try:
+            return await self._plan(args)
+        except NangoError as exc:
+            return _failure(exc)
 
     async def _plan(self, args: TaskArgs) -> _Plan:
         if args.sync_id is not None:

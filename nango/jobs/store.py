@@ -80,19 +80,19 @@ class JobsStore:
         self, task_id: str, args: TaskArgs, job_type: SyncJobType | None = None
     ) -> tuple[DispatchedTask, SyncJob | None]:
         """Record a task as taken, with a RUNNING sync job when `job_type` is given; repeatable."""
+        if job_type is None:
+            return await self._dispatch_without_job(task_id, args), None
         async with self.pool.acquire() as conn, conn.transaction():
-            job: SyncJob | None = None
-            if job_type is not None:
-                row = await conn.fetchrow(
-                    f"""INSERT INTO sync_jobs (sync_id, task_id, environment_id, nango_connection_id, type)
-                        VALUES ($1, $2, $3, $4, $5) ON CONFLICT (task_id) DO NOTHING RETURNING {_JOB}""",
-                    args.sync_id,
-                    task_id,
-                    args.environment_id,
-                    args.nango_connection_id,
-                    job_type.value,
-                ) or await conn.fetchrow(f"SELECT {_JOB} FROM sync_jobs WHERE task_id = $1", task_id)
-                job = _sync_job(row)
+            row = await conn.fetchrow(
+                f"""INSERT INTO sync_jobs (sync_id, task_id, environment_id, nango_connection_id, type)
+                    VALUES ($1, $2, $3, $4, $5) ON CONFLICT (task_id) DO NOTHING RETURNING {_JOB}""",
+                args.sync_id,
+                task_id,
+                args.environment_id,
+                args.nango_connection_id,
+                job_type.value,
+            ) or await conn.fetchrow(f"SELECT {_JOB} FROM sync_jobs WHERE task_id = $1", task_id)
+            job = _sync_job(row)
             await conn.execute(
                 """INSERT INTO dispatched_tasks (task_id, type, environment_id, nango_connection_id, args, sync_job_id)
                    VALUES ($1, $2, $3, $4, $5::jsonb, $6) ON CONFLICT (task_id) DO NOTHING""",
@@ -101,22 +101,48 @@ class JobsStore:
                 args.environment_id,
                 args.nango_connection_id,
                 _json(args.to_json()),
-                job.id if job is not None else None,
+                job.id,
             )
             task = await conn.fetchrow(f"SELECT {_TASK} FROM dispatched_tasks WHERE task_id = $1", task_id)
         return _dispatched(task), job
+
+    async def _dispatch_without_job(self, task_id: str, args: TaskArgs) -> DispatchedTask:
+        """`dispatch` with no sync job: one statement, which returns the row it inserted or the one there."""
+        row = await self.pool.fetchrow(
+            f"""WITH inserted AS (
+                    INSERT INTO dispatched_tasks (task_id, type, environment_id, nango_connection_id, args)
+                    VALUES ($1, $2, $3, $4, $5::jsonb) ON CONFLICT (task_id) DO NOTHING
+                    RETURNING {_TASK})
+                SELECT * FROM inserted
+                UNION ALL
+                SELECT {_TASK} FROM dispatched_tasks WHERE task_id = $1 AND NOT EXISTS (SELECT 1 FROM inserted)""",
+            task_id,
+            args.kind.value,
+            args.environment_id,
+            args.nango_connection_id,
+            _json(args.to_json()),
+        )
+        if row is None:
+            # the row was inserted by a statement that committed after this one began: read it now
+            row = await self.pool.fetchrow(f"SELECT {_TASK} FROM dispatched_tasks WHERE task_id = $1", task_id)
+        return _dispatched(row)
 
     async def record_result(self, completion: TaskCompletion) -> DispatchedTask | None:
         """Keep the first result reported for a task; returns the task with whichever result it holds
         (None when jobs never dispatched it)."""
         async with self.pool.acquire() as conn:
-            await conn.execute(
-                """UPDATE dispatched_tasks SET result = $2::jsonb, reported_at = now()
-                   WHERE task_id = $1 AND result IS NULL""",
+            row = await conn.fetchrow(
+                f"""UPDATE dispatched_tasks SET result = $2::jsonb, reported_at = now()
+                    WHERE task_id = $1 AND result IS NULL
+                    RETURNING {_TASK}""",
                 completion.task_id,
                 _json(completion_json(completion)),
             )
-            row = await conn.fetchrow(f"SELECT {_TASK} FROM dispatched_tasks WHERE task_id = $1", completion.task_id)
+            if row is None:
+                # a result was there already (or no such task): the task as it is
+                row = await conn.fetchrow(
+                    f"SELECT {_TASK} FROM dispatched_tasks WHERE task_id = $1", completion.task_id
+                )
         return _dispatched(row) if row is not None else None
 
     async def mark_settled(self, task_id: str) -> None:
