@@ -26,6 +26,7 @@ import zipfile
 from pathlib import Path
 
 import grpc
+import psutil
 from common import free_port
 
 from nango.blob import LocalBlobStore
@@ -103,6 +104,19 @@ async def run_tasks(client: RunnerClient, jobs: JobsRecorder, key: str, sha: str
     return latencies
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds used so far by the runner, its zygote, its templates and every worker they reaped."""
+    used = 0.0
+    root = psutil.Process(pid)
+    for process in (root, *root.children(recursive=True)):
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        used += times.user + times.system + times.children_user + times.children_system
+    return used
+
+
 async def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="nango-bench-runner-"))
     archive = io.BytesIO()
@@ -137,15 +151,21 @@ async def main() -> None:
             await asyncio.sleep(0.1)
         async with RunnerClient(target, TOKEN) as client:
             await run_tasks(client, jobs, key, sha, WARMUP)
+            cpu_before, own_before = tree_cpu(runner.pid), time.process_time()
             started = time.perf_counter()
             latencies = await run_tasks(client, jobs, key, sha, TASKS)
             elapsed = time.perf_counter() - started
+            cpu_used, own_used = tree_cpu(runner.pid) - cpu_before, time.process_time() - own_before
         latencies.sort()
         print(f"runner: {TASKS} no-op actions, {IN_FLIGHT} in flight, runner as its own process (2 cores shared)")
         print(f"  throughput  {TASKS / elapsed:8.1f} tasks/s end to end (StartTask -> CompleteTask received)")
         print(
             f"  latency     p50 {statistics.median(latencies) * 1000:6.1f} ms   "
             f"p99 {latencies[int(len(latencies) * 0.99) - 1] * 1000:6.1f} ms   max {latencies[-1] * 1000:6.1f} ms"
+        )
+        print(
+            f"  CPU         {cpu_used / TASKS * 1e6:,.0f} us per task in the runner (with its zygote, templates "
+            f"and workers); {own_used / TASKS * 1e6:,.0f} us in this process (caller and jobs)"
         )
         print(f"  failures    {jobs.failures}")
     finally:

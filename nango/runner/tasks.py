@@ -53,6 +53,9 @@ class RunningTask:
     stop_detail: str = ""
     counts: dict[str, list[int]] = field(default_factory=dict)
     job: asyncio.Task[None] | None = None
+    # its one CompleteTask is sent (or being sent): it no longer counts as running, though its worker may
+    # still be exiting
+    reported: bool = False
 
     def stop(self, reason: str, detail: str = "") -> None:
         if self.stop_reason is None:
@@ -125,7 +128,10 @@ class TaskManager:
         self._draining = False
 
     def status(self) -> RunnerStatus:
-        return RunnerStatus(self.node_id, self.settings.capacity, tuple(self._running))
+        return RunnerStatus(self.node_id, self.settings.capacity, tuple(self._unreported()))
+
+    def _unreported(self) -> list[str]:
+        return [task_id for task_id, running in self._running.items() if not running.reported]
 
     # tasks
 
@@ -133,7 +139,7 @@ class TaskManager:
         """Accept a task (it runs in the background), or refuse it when full or stopping."""
         if task.task_id in self._running:
             return True
-        if self._draining or len(self._running) >= self.settings.capacity:
+        if self._draining or len(self._unreported()) >= self.settings.capacity:
             return False
         scope = read_task_token(self._secret, task.task_token)
         if scope is None:
@@ -152,29 +158,72 @@ class TaskManager:
 
     def abort(self, task_id: str, reason: str) -> bool:
         running = self._running.get(task_id)
-        if running is None:
+        if running is None or running.reported:
             return False
         running.stop("aborted", reason)
         return True
 
     async def _run(self, running: RunningTask) -> None:
         task = running.start
-        exit_status: ExitStatus | None = None
-        from_worker = False
         try:
-            outcome, exit_status, from_worker = await self._execute(running)
+            await self._execute(running)
         except NangoError as exc:
-            outcome = TaskOutcome(failure=Failure(ErrorType.INTERNAL, exc.message))
+            await self._finish(running, TaskOutcome(failure=Failure(ErrorType.INTERNAL, exc.message)))
         except Exception:
             log.exception("the runner failed to run a task", extra={"task_id": task.task_id})
-            outcome = TaskOutcome(failure=Failure(ErrorType.INTERNAL, "the runner could not run the function"))
+            failure = Failure(ErrorType.INTERNAL, "the runner could not run the function")
+            await self._finish(running, TaskOutcome(failure=failure))
         finally:
             self._running.pop(task.task_id, None)
+
+    async def _execute(self, running: RunningTask) -> None:
+        """Run the task in a worker and report its result: the worker's own as soon as it sends it (a process
+        ending, and its template noticing, can take longer than a short task), else why the worker ended."""
+        task = running.start
+        exit_status: ExitStatus | None = None
+        async with self.bundles.use(task.function.bundle_key, task.function.bundle_sha256) as bundle_dir:
+            if running.stop_reason is not None:
+                failure = self._stopped(running)
+            else:
+                worker = await self.templates.spawn(bundle_dir)
+                running.worker = worker
+                try:
+                    if running.stop_reason is not None:
+                        worker.kill()
+                    outcome: TaskOutcome | None = None
+                    with contextlib.suppress(OSError):
+                        await worker.send(self._message(task, str(bundle_dir)))
+                        outcome = await self._supervise(running, worker)
+                    if outcome is not None:
+                        await self._finish(running, outcome, from_worker=True)
+                    exit_status = await worker.wait(_EXIT_GRACE)
+                finally:
+                    worker.close()
+                if outcome is not None:
+                    return
+                failure = self._ended(running, exit_status)
+        await self._finish(running, TaskOutcome(failure=failure), exit_status)
+
+    async def _finish(
+        self,
+        running: RunningTask,
+        outcome: TaskOutcome,
+        exit_status: ExitStatus | None = None,
+        *,
+        from_worker: bool = False,
+    ) -> None:
+        """Report the task's result to jobs; only the first call of a task does (one CompleteTask per task).
+        `from_worker`: the outcome is the worker's own, which logged its failure itself."""
+        if running.reported:
+            return
+        running.reported = True
+        task = running.start
         failure = outcome.failure
         if failure is not None:
             log.info("task failed", extra={"task_id": task.task_id, "error_type": failure.type})
             if not from_worker:
                 await self._log_failure(task, failure)
+        maxrss_kb = exit_status.maxrss_kb if exit_status is not None else outcome.maxrss_kb
         completion = TaskCompletion(
             task_id=task.task_id,
             output=None if outcome.output_json is None else json.loads(outcome.output_json),
@@ -183,35 +232,13 @@ class TaskManager:
             else FunctionFailure(failure.type, failure.message, failure.status, failure.payload, failure.upstream),
             telemetry=TaskTelemetry(
                 duration=timedelta(seconds=time.monotonic() - running.started),
-                max_memory_bytes=exit_status.maxrss_kb * 1024 if exit_status is not None else 0,
+                max_memory_bytes=maxrss_kb * 1024,
                 proxy_calls=outcome.proxy_calls,
                 log_messages=outcome.log_messages,
             ),
             results=[ModelResult(model, *counts) for model, counts in sorted(running.counts.items())],
         )
         await self._report(completion)
-
-    async def _execute(self, running: RunningTask) -> tuple[TaskOutcome, ExitStatus | None, bool]:
-        """The outcome, how the worker ended, and whether the outcome is the worker's own."""
-        task = running.start
-        async with self.bundles.use(task.function.bundle_key, task.function.bundle_sha256) as bundle_dir:
-            if running.stop_reason is not None:
-                return TaskOutcome(failure=self._stopped(running)), None, False
-            worker = await self.templates.spawn(bundle_dir)
-            running.worker = worker
-            try:
-                if running.stop_reason is not None:
-                    worker.kill()
-                outcome: TaskOutcome | None = None
-                with contextlib.suppress(OSError):
-                    await worker.send(self._message(task, str(bundle_dir)))
-                    outcome = await self._supervise(running, worker)
-                exit_status = await worker.wait(_EXIT_GRACE)
-            finally:
-                worker.close()
-        if outcome is not None:
-            return outcome, exit_status, True
-        return TaskOutcome(failure=self._ended(running, exit_status)), exit_status, False
 
     def _message(self, task: TaskStart, bundle_dir: str) -> RunTask:
         sync, connection = task.sync, task.connection

@@ -100,6 +100,8 @@ class TaskOutcome:
     failure: Failure | None = None
     proxy_calls: int = 0
     log_messages: int = 0
+    # the worker's peak memory when it sent this (its exit status, which says the same, comes later)
+    maxrss_kb: int = 0
 
 
 @dataclass(frozen=True)

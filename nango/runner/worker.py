@@ -67,6 +67,8 @@ class _Prepared:
 class _Template:
     """A bundle imported once, in a template process, for every worker forked from it."""
 
+    # the folder as the runner named it, and resolved
+    bundle_dir: str
     root: Path
     definitions: list[FunctionDefinition]
     # what the import printed, replayed into each task's log as if the task had imported it
@@ -104,7 +106,7 @@ def load_template(bundle_dir: str, limits: Limits) -> None:
             stream.flush()
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_soft, cpu_hard))
-    _template = _Template(root, definitions, printed)
+    _template = _Template(bundle_dir, root, definitions, printed)
 
 
 class _Failed(Exception):
@@ -251,6 +253,15 @@ def _context(task: RunTask) -> TaskContext:
     )
 
 
+def _bundle_root(bundle_dir: str) -> Path:
+    """The bundle's folder, resolved: the template's, when it imported this very folder (bundle folders are
+    named by their hash; resolving afresh costs each task a quarter of a millisecond)."""
+    template = _template
+    if template is not None and template.bundle_dir == bundle_dir:
+        return template.root
+    return Path(bundle_dir).resolve()
+
+
 def _imported(root: Path, nango: Nango) -> list[FunctionDefinition]:
     """The bundle's functions: from the template this worker was forked from, else imported now."""
     template = _template
@@ -353,7 +364,8 @@ def main(fd: int) -> int:
         # no loop teardown: the process exits once the outcome is sent, and what the function left running
         # could not reach the platform anyway (its SDK is finished and its clients closed)
         loop = uvloop.new_event_loop()
-        outcome = loop.run_until_complete(_run(message, Path(message.bundle_dir).resolve(), sock, prepared))
+        outcome = loop.run_until_complete(_run(message, _bundle_root(message.bundle_dir), sock, prepared))
+        outcome = replace(outcome, maxrss_kb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     elif isinstance(message, InspectBundle):
         outcome = _inspect(message)
     else:

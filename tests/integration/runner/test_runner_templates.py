@@ -104,3 +104,35 @@ async def test_a_template_that_dies_is_made_again(platform: Platform, kim: Conne
     assert after["imported_by"] not in {before["imported_by"], after["pid"]}
     again = (await probe(platform, kim, bundle, "again")).output
     assert again["imported_by"] == after["imported_by"]
+
+
+NAP = """
+
+@action(description="Sleeps, then says which process ran it")
+async def nap(nango, input):
+    await asyncio.sleep(input["seconds"])
+    return {"pid": os.getpid()}
+"""
+
+
+async def test_a_result_is_reported_before_its_worker_is_reaped(platform: Platform, kim: Connection) -> None:
+    bundle = await platform.put_bundle({"probe.py": "import asyncio\n" + PROBE.format(setup="") + NAP})
+    first = (await probe(platform, kim, bundle, "first")).output
+    template = psutil.Process(first["imported_by"])
+    task = platform.task("nap", kim, input={"seconds": 0.5}, bundle=bundle)
+    waiter = await platform.start(task)
+    # its worker forked (the first task's may still be exiting)
+    async with asyncio.timeout(10):
+        while not [p for p in template.children() if p.pid != first["pid"]]:
+            await asyncio.sleep(0.01)
+    # stopped, the template can neither reap the worker nor tell the runner that it exited
+    template.suspend()
+    try:
+        done = await asyncio.wait_for(waiter, 5)
+        assert done.error is None, done.error
+        assert done.telemetry.max_memory_bytes > 0
+        assert task.task_id not in (await platform.runner.status()).running_task_ids
+    finally:
+        template.resume()
+    # once the template runs again, the next task is forked from it as before
+    assert (await probe(platform, kim, bundle, "after")).output["imported_by"] == template.pid
