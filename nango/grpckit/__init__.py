@@ -3,6 +3,12 @@
 - `build_server`: a `grpc.aio` server with `grpc.health.v1`, server reflection, the internal-token
   check (health and reflection stay open, so probes and `grpcurl list` work), OpenTelemetry
   context propagation, and translation of `NangoError` into a status plus trailing metadata.
+
+OpenTelemetry: when a tracer provider is installed (`opentelemetry-instrument`, or one set before the
+service starts), every call is a client and a server span through opentelemetry-instrumentation-grpc.
+Without one, spans would be no-ops that still cost about 200 µs of CPU per call, so only the W3C
+trace context crosses: the client sends `traceparent` when a valid span is current, and the server
+makes it current for the handler.
 - `open_channel` / `invoke`: the client side used by every `client.py`; it attaches the token and
   turns a failed call back into the `NangoError` the other side raised. Raw `grpc.RpcError` never
   leaves a `client.py`.
@@ -26,7 +32,8 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
 
 from nango.errors import (
     Forbidden,
@@ -228,7 +235,11 @@ def _refuse(kind: str, error: NangoError) -> Callable[..., Any]:
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Turns a NangoError into its gRPC status with the code in trailing metadata; anything else
-    becomes INTERNAL with a log line (never the exception text, which may hold a secret)."""
+    becomes INTERNAL with a log line (never the exception text, which may hold a secret). With
+    `propagate_context`, the caller's W3C trace context is current while the handler runs."""
+
+    def __init__(self, *, propagate_context: bool = False) -> None:
+        self._propagate = propagate_context
 
     async def intercept_service(
         self,
@@ -239,10 +250,23 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler is None:
             return None
         method = details.method
-        return _rewrap(handler, lambda behaviour, kind: _translating(behaviour, kind, method))
+        carrier = _trace_carrier(details.invocation_metadata) if self._propagate else None
+        return _rewrap(handler, lambda behaviour, kind: _translating(behaviour, kind, method, carrier))
 
 
-def _translating(behaviour: Callable[..., Any], kind: str, method: str) -> Callable[..., Any]:
+def _trace_carrier(metadata: Sequence[tuple[str, str | bytes]] | None) -> dict[str, str] | None:
+    """The W3C trace context headers among a call's metadata; None without a `traceparent`."""
+    carrier: dict[str, str] | None = None
+    for key, value in metadata or ():
+        if key in _TRACE_HEADERS and isinstance(value, str):
+            carrier = carrier or {}
+            carrier[key] = value
+    return carrier if carrier and "traceparent" in carrier else None
+
+
+def _translating(
+    behaviour: Callable[..., Any], kind: str, method: str, carrier: dict[str, str] | None = None
+) -> Callable[..., Any]:
     async def fail(context: grpc.aio.ServicerContext, exc: Exception) -> None:
         if isinstance(exc, NotImplementedError):
             # the generated base servicer's answer for an RPC this version does not serve yet
@@ -258,6 +282,9 @@ def _translating(behaviour: Callable[..., Any], kind: str, method: str) -> Calla
     if kind.endswith("_stream"):
 
         async def translate_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            if carrier is not None:
+                # each call runs in a task of its own: the context stays this call's
+                otel_context.attach(propagate.extract(carrier))
             try:
                 async for item in behaviour(request, context):
                     yield item
@@ -269,6 +296,8 @@ def _translating(behaviour: Callable[..., Any], kind: str, method: str) -> Calla
         return translate_stream
 
     async def translate(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if carrier is not None:
+            otel_context.attach(propagate.extract(carrier))
         try:
             result = behaviour(request, context)
             return await result if inspect.isawaitable(result) else result
@@ -309,14 +338,15 @@ async def start_server(
     token: str,
     task_methods: frozenset[str] = frozenset(),
 ) -> RunningServer:
-    server = grpc.aio.server(
-        interceptors=[
-            InternalTokenInterceptor(token, task_methods),
-            aio_server_interceptor(),  # type: ignore[no-untyped-call]
-            ErrorInterceptor(),
-        ],
-        options=_SERVER_OPTIONS,
-    )
+    interceptors: list[Any] = [InternalTokenInterceptor(token, task_methods)]
+    if tracing_enabled():
+        from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+        interceptors.append(aio_server_interceptor())  # type: ignore[no-untyped-call]
+        interceptors.append(ErrorInterceptor(propagate_context=False))
+    else:
+        interceptors.append(ErrorInterceptor(propagate_context=True))
+    server = grpc.aio.server(interceptors=interceptors, options=_SERVER_OPTIONS)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for binding in bindings:
@@ -350,16 +380,36 @@ async def serve_until(
     await running.stop(grace)
 
 
+_TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
+
+
+def tracing_enabled() -> bool:
+    """Whether spans are recorded: a tracer provider is installed (the API's default is a proxy that
+    records nothing until one is)."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
 class _TokenClientInterceptor(
     grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[misc]
     grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[misc]
 ):
-    def __init__(self, header: str, token: str) -> None:
-        self._pair = (header, token)
+    """Adds the token (when there is one) and, with `propagate_context`, the current W3C trace context."""
+
+    def __init__(self, header: str | None, token: str | None, *, propagate_context: bool) -> None:
+        self._pairs = [(header, token)] if header is not None and token is not None else []
+        self._propagate = propagate_context
 
     def _with_token(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        pairs = self._pairs
+        if self._propagate and trace.get_current_span().get_span_context().is_valid:
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            pairs = [*pairs, *carrier.items()]
+        if not pairs:
+            return details
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
-        metadata.add(*self._pair)
+        for pair in pairs:
+            metadata.add(*pair)
         return grpc.aio.ClientCallDetails(
             details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
         )
@@ -374,11 +424,20 @@ class _TokenClientInterceptor(
 def open_channel(target: str, token: str | None, *, task_token: str | None = None) -> grpc.aio.Channel:
     """A channel to another service with the internal token, or with a task token (the code of one
     running function); with neither it sends no token (health checks, tests)."""
-    interceptors: list[Any] = list(aio_client_interceptors())  # type: ignore[no-untyped-call]
+    spans = tracing_enabled()
+    header: str | None
+    value: str | None
     if token is not None:
-        interceptors.insert(0, _TokenClientInterceptor(TOKEN_HEADER, token))
+        header, value = TOKEN_HEADER, token
     elif task_token is not None:
-        interceptors.insert(0, _TokenClientInterceptor(TASK_TOKEN_HEADER, task_token))
+        header, value = TASK_TOKEN_HEADER, task_token
+    else:
+        header = value = None
+    interceptors: list[Any] = [_TokenClientInterceptor(header, value, propagate_context=not spans)]
+    if spans:
+        from opentelemetry.instrumentation.grpc import aio_client_interceptors
+
+        interceptors.extend(aio_client_interceptors())  # type: ignore[no-untyped-call]
     return grpc.aio.insecure_channel(target, interceptors=interceptors, options=_CHANNEL_OPTIONS)
 
 

@@ -10,6 +10,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from nango.errors import Conflict, Forbidden, InternalError, NotImplementedYet, Unauthenticated
 from nango.grpckit import (
@@ -23,6 +25,7 @@ from nango.grpckit import (
     require_scope,
     start_server,
     task_scope,
+    tracing_enabled,
 )
 from nangopb.runner.v1 import runner_pb2, runner_pb2_grpc
 
@@ -152,4 +155,34 @@ async def test_task_tokens_reach_only_their_methods_and_scope() -> None:
         finally:
             await channel.close()
     finally:
+        await running.stop(0)
+
+
+class TraceEcho(runner_pb2_grpc.RunnerServiceServicer):
+    """Answers with the trace id current in the handler (in node_id), or "none"."""
+
+    async def GetRunnerStatus(self, request: object, context: object) -> runner_pb2.GetRunnerStatusResponse:
+        span_context = trace.get_current_span().get_span_context()
+        node = format(span_context.trace_id, "032x") if span_context.is_valid else "none"
+        return runner_pb2.GetRunnerStatusResponse(node_id=node)
+
+
+async def test_the_callers_trace_context_is_current_in_the_handler() -> None:
+    """No tracer provider is installed here: no spans are made, but the W3C trace context still
+    crosses, so a trace started in front of the platform continues in every service."""
+    assert not tracing_enabled()
+    binding = ServiceBinding(SERVICE, TraceEcho(), runner_pb2_grpc.add_RunnerServiceServicer_to_server)  # type: ignore[abstract]
+    running = await start_server([binding], host="127.0.0.1", port=0, token=TOKEN)
+    channel = open_channel(f"127.0.0.1:{running.port}", TOKEN)
+    try:
+        stub = runner_pb2_grpc.RunnerServiceStub(channel)
+        outside = await invoke("runner", stub.GetRunnerStatus(runner_pb2.GetRunnerStatusRequest()))
+        assert outside.node_id == "none"
+        trace_id = 0x4BF92F3577B34DA6A3CE929D0E0E4736
+        parent = SpanContext(trace_id, 0x00F067AA0BA902B7, is_remote=False, trace_flags=TraceFlags(1))
+        with trace.use_span(NonRecordingSpan(parent)):
+            inside = await invoke("runner", stub.GetRunnerStatus(runner_pb2.GetRunnerStatusRequest()))
+        assert inside.node_id == format(trace_id, "032x")
+    finally:
+        await channel.close()
         await running.stop(0)
