@@ -3,16 +3,18 @@ uses exactly the checked address, redirects are followed hop by hop under the po
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from multidict import CIMultiDict
 from yarl import URL
 
-from nango.outbound import OutboundClient, OutboundDenied, OutboundRequest, PinningResolver, server_policy
+from nango.outbound import OutboundClient, OutboundDenied, OutboundRequest, PinningResolver, PoolSettings, server_policy
 from nango.outbound.errors import TooManyRedirects
 from tests.conftest import free_port
 
@@ -153,3 +155,111 @@ async def test_no_cookie_set_by_an_upstream_rides_along_on_a_later_call() -> Non
     finally:
         await runner.cleanup()
     assert seen == [None] * 5
+
+
+class RawUpstream:
+    """An HTTP/1.1 server written by hand that records each request. With `one_per_connection` it
+    answers one request per connection and drops the connection when the next one arrives on it (a
+    keep-alive connection the upstream closed just as it was reused); with `stall` it sends part of
+    an answer and stops."""
+
+    def __init__(self, *, one_per_connection: bool = False, stall: bool = False) -> None:
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.one_per_connection = one_per_connection
+        self.stall = stall
+        self.port = free_port()
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> RawUpstream:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        answered = 0
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                if self.one_per_connection and answered:
+                    return
+                length = next(
+                    (
+                        int(line.split(b":", 1)[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
+                self.requests.append(head + (await reader.readexactly(length) if length else b""))
+                if self.stall:
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+                    await asyncio.sleep(5)
+                    return
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok")
+                await writer.drain()
+                answered += 1
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            writer.close()
+
+
+LOOPBACK_OK = '{"blockLoopback": false}'
+
+
+async def test_send_passes_method_headers_and_body_through() -> None:
+    async with RawUpstream() as up, OutboundClient() as client:
+        policy = server_policy(LOOPBACK_OK, None)
+        headers = CIMultiDict({"Content-Type": "application/json", "X-Api-Key": "k-123"})
+        url = URL(f"http://127.0.0.1:{up.port}/v1/items?a=1")
+        response = await client.send(OutboundRequest("POST", url, headers=headers, body=b'{"x":1}'), policy)
+        assert response.status == 200
+        assert await response.read() == b"ok"
+        response.release()
+    head, _, body = up.requests[0].partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    assert lines[0] == "POST /v1/items?a=1 HTTP/1.1"
+    sent = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
+    assert sent["content-type"] == "application/json"
+    assert sent["x-api-key"] == "k-123"
+    assert sent["content-length"] == "7"
+    assert sent["host"] == f"127.0.0.1:{up.port}"
+    # the raw sender asks for no encoding of its own: the caller's Accept-Encoding, if any, is what goes
+    assert "accept-encoding" not in sent
+    assert body == b'{"x":1}'
+
+
+async def test_a_dropped_pooled_connection_is_retried_once_for_an_idempotent_method() -> None:
+    async with RawUpstream(one_per_connection=True) as up, OutboundClient() as client:
+        policy = server_policy(LOOPBACK_OK, None)
+        url = URL(f"http://127.0.0.1:{up.port}/x")
+        for _ in range(3):
+            response = await client.send(OutboundRequest("GET", url), policy)
+            assert await response.read() == b"ok"
+            response.release()
+        assert up.connections == 3
+        # a POST is not sent twice: the caller sees the dropped connection
+        with pytest.raises(aiohttp.ServerDisconnectedError):
+            await client.send(OutboundRequest("POST", url, body=b"once"), policy)
+
+
+async def test_credentials_in_the_url_become_basic_auth() -> None:
+    async with RawUpstream() as up, OutboundClient() as client:
+        policy = server_policy(LOOPBACK_OK, None)
+        response = await client.send(OutboundRequest("GET", URL(f"http://user:pw@127.0.0.1:{up.port}/x")), policy)
+        response.release()
+    assert b"Authorization: Basic dXNlcjpwdw==" in up.requests[0]
+
+
+async def test_the_read_timeout_applies_to_a_stalled_answer() -> None:
+    async with RawUpstream(stall=True) as up, OutboundClient(PoolSettings(read_timeout=0.2)) as client:
+        policy = server_policy(LOOPBACK_OK, None)
+        response = await client.send(OutboundRequest("GET", URL(f"http://127.0.0.1:{up.port}/x")), policy)
+        with pytest.raises(TimeoutError):
+            await response.read()
+        response.close()
