@@ -1,13 +1,16 @@
 """The server's side of proxy calls: which connection a call uses, and how the call is logged.
 
 Connections come through the same fresh-credential path as `GET /connections/{id}` (refresh under
-the shared lock when due), with a few seconds of in-process reuse; a 401 forces one refresh. Each
-call becomes one operation in the operations log, written when the call ends (or one http line in
-the caller's operation when `Nango-Activity-Log-Id` names one).
+the shared lock when due), with a few seconds of in-process reuse; a 401 forces one refresh. Calls
+that miss that reuse together on one connection share one read (a burst would otherwise read and
+decrypt it once per call). Each call becomes one operation in the operations log, written when the
+call ends (or one http line in the caller's operation when `Nango-Activity-Log-Id` names one).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +22,7 @@ from nango.providers import Provider
 from nango.proxycore import MASK, ConnectionView, ProxyCall, ProxyEngine
 from nango.proxycore.auth import SIGNED_MODES
 from nango.server.connections import Connection, ConnectionService
+from nango.server.credential_cache import Key
 from nango.server.errors import InvalidCredentials, RefreshBackoff, RefreshExhausted, UnknownProviderConfig
 from nango.server.integrations import IntegrationService
 
@@ -53,9 +57,39 @@ class ProxyService:
         self.max_body = max_body
         # a view per cached connection object, so the engine's rendered templates are kept with it
         self._views: dict[int, tuple[Connection, ConnectionView]] = {}
+        # connections being read because the cache missed, shared by the calls that miss meanwhile
+        self._loading: dict[Key, asyncio.Future[Connection]] = {}
 
     def source(self, environment_id: int, provider_config_key: str, connection_id: str) -> ConnectionSource:
         return ConnectionSource(self, environment_id, provider_config_key, connection_id)
+
+    async def connection(self, environment_id: int, provider_config_key: str, connection_id: str) -> Connection:
+        """`get_fresh_cached`, where calls that miss the cache while a read of the same connection is
+        under way wait for that read instead of starting their own (only when the cache is on: with
+        it off, every call reads for itself)."""
+        connections = self.connections
+        key = (environment_id, provider_config_key, connection_id)
+        cached = connections.cache.get(key)
+        if cached is not None:
+            return cached
+        if not connections.cache.enabled:
+            return await connections.get_fresh_cached(environment_id, provider_config_key, connection_id)
+        pending = self._loading.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(
+                connections.get_fresh_cached(environment_id, provider_config_key, connection_id)
+            )
+            self._loading[key] = pending
+            pending.add_done_callback(functools.partial(self._loaded, key))
+        # shielded: a caller that leaves does not cancel the read the others wait for
+        return await asyncio.shield(pending)
+
+    def _loaded(self, key: Key, done: asyncio.Future[Connection]) -> None:
+        if self._loading.get(key) is done:
+            del self._loading[key]
+        if not done.cancelled():
+            # retrieved here, so that a failure every waiter left behind is not reported as unseen
+            done.exception()
 
     async def view(self, connection: Connection) -> ConnectionView:
         known = self._views.get(connection.id)
@@ -185,7 +219,7 @@ class ConnectionSource:
         self.view: ConnectionView | None = None
 
     async def current(self) -> ConnectionView:
-        self.connection = await self.service.connections.get_fresh_cached(
+        self.connection = await self.service.connection(
             self.environment_id, self.provider_config_key, self.connection_id
         )
         self.view = await self.service.view(self.connection)
