@@ -5,8 +5,8 @@ writes to the socket (it never sees it)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import pickle
-import socket
 import struct
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -128,10 +128,10 @@ def _size(header: bytes) -> int:
     return int(size)
 
 
-def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+def _read_exactly(fd: int, size: int) -> bytes:
     chunks, left = [], size
     while left:
-        chunk = sock.recv(min(left, 1 << 20))
+        chunk = os.read(fd, min(left, 1 << 20))
         if not chunk:
             raise WireError("the other end closed the socket mid-frame")
         chunks.append(chunk)
@@ -139,9 +139,17 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def read_blocking(sock: socket.socket) -> object:
-    """The next message (blocking); WireError on end of stream."""
-    return _unpickle(_recv_exactly(sock, _size(_recv_exactly(sock, _HEADER.size))))
+def read_blocking(fd: int) -> object:
+    """The next message on a blocking socket's file descriptor; WireError on end of stream. (A worker reads
+    and writes its socket by descriptor: a socket object costs a fresh process ~0.2 ms of first touches.)"""
+    return _unpickle(_read_exactly(fd, _size(_read_exactly(fd, _HEADER.size))))
+
+
+def write_blocking(fd: int, data: bytes) -> None:
+    """All of `data` on a blocking socket's file descriptor."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 async def read_message(reader: asyncio.StreamReader) -> object | None:
@@ -171,4 +179,5 @@ __all__ = [
     "frame",
     "read_blocking",
     "read_message",
+    "write_blocking",
 ]

@@ -2,8 +2,10 @@
 
 The runner starts it as a fresh interpreter (never forked from the runner, whose gRPC threads must
 not be copied). It imports the worker (the SDK, grpc, pydantic, aiohttp), loads the provider catalog,
-freezes the heap so forked children share it, and then forks one worker per request. It creates no
-thread and no gRPC channel, so a fork is safe and takes about a millisecond.
+runs a no-op action through a task's code path a few times (so workers start with that code specialised
+and its caches filled, instead of copying the pages they would write), freezes the heap so forked children
+share it, and then forks one worker per request. It creates no thread and no gRPC channel, so a fork is
+safe and takes about a millisecond.
 
 A template is a child of the zygote that has imported one bundle (under the task limits, its output
 kept to replay into each task's log) and then serves the same protocol on its own control socket, so
