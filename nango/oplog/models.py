@@ -53,13 +53,15 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# the variant nibble (0b10xx) for each random hex digit, keeping its two low bits
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+
 def new_id() -> str:
-    """A random (version 4) UUID as text: `str(uuid.uuid4())` at a third of its cost."""
-    raw = bytearray(os.urandom(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40
-    raw[8] = (raw[8] & 0x3F) | 0x80
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    """A random (version 4) UUID as text: `str(uuid.uuid4())` at a quarter of its cost (the version
+    and variant bits are set in the hex text rather than in a copy of the bytes)."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
 # the canonical form, which every id made here has: checked without parsing

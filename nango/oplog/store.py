@@ -29,7 +29,8 @@ from nango.oplog.models import (
     OperationUpdate,
     utcnow,
 )
-from nango.oplog.redact import redact_dict, redact_string
+from nango.oplog.redact import redact_dict, redact_string, redact_value
+from nango.telemetry import known_secrets
 
 MAX_PAGE = 500
 _PREPARE_SLICE = 32
@@ -137,10 +138,53 @@ _encode_json = _json_encoder()
 
 
 def _json(value: dict[str, Any] | None) -> str | None:
-    if value is None:
-        return None
+    return None if value is None else _json_text(value)
+
+
+def _json_text(value: Any) -> str:
     text = _encode_json(value)
     return _JSON_NUL.sub(r"\1\\ufffd", text) if "\\u0000" in text else text
+
+
+# Payloads of the shapes every proxy call repeats ({"method", "url"}, {"code"}, {"retries", …}): flat,
+# their values str or int. The stored JSON of each distinct one is kept, but only when redaction
+# changed nothing in it, so the cache never holds a secret redaction found; it is emptied whenever a
+# secret is registered (one it holds may now contain it), and when full.
+_FLAT_CACHE_MAX = 4096
+_FLAT_VALUE_MAX = 1024
+_flat_cache: dict[tuple[tuple[str, Any], ...], str] = {}
+_flat_cache_secrets: tuple[str, ...] = ()
+
+
+def _redacted_json(value: dict[str, Any] | None) -> str | None:
+    """`_json(redact_dict(value))`, from the cache for a flat payload seen before."""
+    global _flat_cache_secrets
+    if value is None:
+        return None
+    secrets = known_secrets()
+    if secrets is not _flat_cache_secrets:
+        _flat_cache.clear()
+        _flat_cache_secrets = secrets
+    key: tuple[tuple[str, Any], ...] | None = None
+    if len(value) <= 4:
+        key = tuple(value.items())
+        for name, item in key:
+            kind = type(item)
+            # exactly str and int: True == 1 and 1.0 == 1 as keys, but not in JSON
+            if type(name) is not str or not (kind is int or (kind is str and len(item) <= _FLAT_VALUE_MAX)):
+                key = None
+                break
+        if key is not None:
+            cached = _flat_cache.get(key)
+            if cached is not None:
+                return cached
+    redacted = redact_value(value)
+    text = _json_text(redacted)
+    if key is not None and redacted == value:
+        if len(_flat_cache) >= _FLAT_CACHE_MAX:
+            _flat_cache.clear()
+        _flat_cache[key] = text
+    return text
 
 
 def _dict(value: str | None) -> dict[str, Any] | None:
@@ -198,10 +242,10 @@ def _operation_row(op: Operation) -> tuple[Any, ...]:
         _text(op.function_name),
         _text(op.job_id),
         _text(op.end_user_id),
-        _json(redact_dict(op.error)),
-        _json(redact_dict(op.request)),
-        _json(redact_dict(op.response)),
-        _json(redact_dict(op.meta)),
+        _redacted_json(op.error),
+        _redacted_json(op.request),
+        _redacted_json(op.response),
+        _redacted_json(op.meta),
         op.created_at,
         op.started_at,
         op.ended_at,
@@ -219,11 +263,11 @@ def _message_row(m: Message) -> tuple[Any, ...]:
         m.source,
         m.type,
         _text(redact_string(m.message)),
-        _json(redact_dict(m.error)),
-        _json(redact_dict(m.request)),
-        _json(redact_dict(m.response)),
-        _json(redact_dict(m.retry)),
-        _json(redact_dict(m.meta)),
+        _redacted_json(m.error),
+        _redacted_json(m.request),
+        _redacted_json(m.response),
+        _redacted_json(m.retry),
+        _redacted_json(m.meta),
         m.ended_at,
     )
 

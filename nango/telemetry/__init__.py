@@ -53,6 +53,12 @@ def register_secret(value: str) -> None:
             _known_snapshot = tuple(_known_secrets)
 
 
+def known_secrets() -> tuple[str, ...]:
+    """The registered secrets: a new tuple after every registration, so a cache built from redacted
+    text can tell by identity that it must be emptied."""
+    return _known_snapshot
+
+
 def redact_text(text: str) -> str:
     for secret in _known_snapshot:
         if secret in text:
@@ -107,4 +113,4 @@ def configure_logging(service: str, level: str = "info", fmt: str = "json") -> N
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-__all__ = ["JsonFormatter", "configure_logging", "redact_text", "register_secret"]
+__all__ = ["JsonFormatter", "configure_logging", "known_secrets", "redact_text", "register_secret"]

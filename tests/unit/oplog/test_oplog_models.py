@@ -10,7 +10,7 @@ import pytest
 from nango.config import LogsSettings, load
 from nango.errors import InvalidRequest, NotFound, NotImplementedYet
 from nango.oplog import Message, Operation, OperationUpdate, open_operations_log
-from nango.oplog.models import OPEN_STATES, OPERATION_STATES, TRANSITIONS, error_dict, utcnow
+from nango.oplog.models import OPEN_STATES, OPERATION_STATES, TRANSITIONS, error_dict, new_id, utcnow
 
 
 def test_operation_defaults() -> None:
@@ -141,3 +141,15 @@ async def test_elasticsearch_logs_are_refused_clearly(monkeypatch: pytest.Monkey
     monkeypatch.setenv("NANGO_LOGS_ENABLED", "true")
     with pytest.raises(NotImplementedYet, match="Elasticsearch"):
         await open_operations_log("postgresql://unused.invalid/db", load(LogsSettings))
+
+
+def test_new_ids_are_canonical_random_version_4_uuids() -> None:
+    ids = [new_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for value in ids:
+        parsed = uuid.UUID(value)
+        assert str(parsed) == value
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+    # the variant's two free bits still vary
+    assert {value[19] for value in ids} == set("89ab")
