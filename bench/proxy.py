@@ -199,16 +199,42 @@ async def setup_connection(url: str, key: str) -> None:
             assert r.status == 201, await r.text()
 
 
+def postgres_cpu(database: str) -> dict[int, float]:
+    """CPU seconds so far of each local Postgres backend connected to `database` (found by its process
+    title, `postgres: [cluster: ]user database host(port) state`; the name is unique to this run);
+    empty when Postgres is not on this machine."""
+    cpu: dict[int, float] = {}
+    for process in psutil.process_iter(["cmdline"]):
+        words = " ".join(process.info["cmdline"] or []).split()
+        if words[:1] == ["postgres:"] and database in words:
+            try:
+                cpu[process.pid] = sum(process.cpu_times()[:2])
+            except psutil.Error:
+                continue
+    return cpu
+
+
 def measure(
-    name: str, url: str, headers: dict[str, str], args: argparse.Namespace, server: int | None = None
+    name: str,
+    url: str,
+    headers: dict[str, str],
+    args: argparse.Namespace,
+    server: int | None = None,
+    database: str | None = None,
 ) -> tuple[Figures, Figures]:
     """Median figures at 50 connections and at 1; with `server` (a PID), also that process's CPU time
-    per request under load, which other work on the machine disturbs less than requests/s."""
+    per request under load, which other work on the machine disturbs less than requests/s; with
+    `database`, also the CPU time of the Postgres backends serving it (the operations log's writes)."""
     wrk(url, connections=50, threads=2, seconds=2, headers=headers)
     process = psutil.Process(server) if server is not None else None
     cpu_before = sum(process.cpu_times()[:2]) if process else 0.0
+    postgres_before = postgres_cpu(database) if database else {}
     loaded = [wrk(url, connections=50, threads=2, seconds=args.seconds, headers=headers) for _ in range(args.runs)]
     cpu = (sum(process.cpu_times()[:2]) - cpu_before) if process else 0.0
+    # a backend that started during the run counts from zero
+    postgres = (
+        sum(after - postgres_before.get(pid, 0.0) for pid, after in postgres_cpu(database).items()) if database else 0.0
+    )
     single = [
         wrk(url, connections=1, threads=1, seconds=args.single_seconds, headers=headers) for _ in range(args.runs)
     ]
@@ -224,6 +250,8 @@ def measure(
     load, one = median(loaded), median(single)
     requests = sum(f.rps for f in loaded) * args.seconds
     per_request = f"  | server CPU {cpu / requests * 1e6:5.0f} us/request" if process else ""
+    if database:
+        per_request += f"  | Postgres CPU {postgres / requests * 1e6:4.0f} us/request"
     print(
         f"  {name:<26} {load.rps:9.0f} req/s  p50 {load.p50:6.2f} ms  p99 {load.p99:6.2f} ms  "
         f"| 1 connection: p50 {one.p50:6.3f} ms  | non-2xx {load.bad + one.bad}{per_request}",
@@ -312,7 +340,9 @@ async def main() -> None:
         bare_url = f"http://127.0.0.1:{ports['bare']}/data.json"
         bare, bare_one = measure("bare aiohttp pass-through", bare_url, {}, args, server=bare_process.pid)
         ours_url = f"{nango_url}/proxy/data.json"
-        ours, ours_one = measure("nango /proxy (API key)", ours_url, proxy_headers, args, server=nango_process.pid)
+        ours, ours_one = measure(
+            "nango /proxy (API key)", ours_url, proxy_headers, args, server=nango_process.pid, database=database
+        )
         print(
             f"  ours / nginx: {ours.rps / nginx_load.rps:.2f}   ours / bare pass-through: {ours.rps / bare.rps:.2f} "
             f"(target >= 0.75)"

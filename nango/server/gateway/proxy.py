@@ -157,14 +157,16 @@ class Parsed(NamedTuple):
 def _plain_headers(known: dict[str, str]) -> Parsed | None:
     """The common case (ids, Retries, the SDK's flags) accepted without running the validator; any
     other input goes through ProxyHeaders, which also words the errors. Accepts nothing it rejects."""
-    for name, value in known.items():
-        if name not in _PLAIN and not (name in _PLAIN_WHEN_EMPTY and not value):
-            return None
     pck, cid = known.get("provider-config-key"), known.get("connection-id")
     if pck is None or cid is None or len(pck) > 255 or len(cid) > 255:
         return None
     if not _PCK.fullmatch(pck) or not _CID.fullmatch(cid):
         return None
+    if len(known) == 2:
+        return Parsed(pck, cid, 0, None, False, _NO_CODES, True, None)
+    for name, value in known.items():
+        if name not in _PLAIN and not (name in _PLAIN_WHEN_EMPTY and not value):
+            return None
     retries = known.get("retries", "0")
     if not (retries.isascii() and retries.isdigit() and int(retries) <= 20):
         return None
