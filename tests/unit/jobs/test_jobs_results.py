@@ -32,8 +32,9 @@ from nango.jobs.results import (
     sync_job_type,
 )
 from nango.jobs.settings import JobsSettings
-from nango.orchestrator.client import Task, TaskGroup, TaskState, TaskTimeouts
+from nango.orchestrator.client import Task, TaskGroup, TaskState
 from tests.support.inprocess import environment
+from tests.support.tasks import make_task
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 ACTION_ERROR = FunctionFailure("action_script_runtime_error", "no", 500, {"reason": "not today"})
@@ -41,25 +42,7 @@ HTTP_ERROR = FunctionFailure("script_http_error", "404", 424, upstream={"status"
 
 
 def task(state: TaskState, output: Any = None) -> Task:
-    return Task(
-        id="t1",
-        name="n",
-        group=TaskGroup("sync:environment:1"),
-        state=state,
-        args={},
-        retry_count=0,
-        retry_max=0,
-        retry_key="r",
-        owner_key="",
-        schedule_id=None,
-        timeouts=TaskTimeouts(),
-        created_at=T0,
-        starts_after=T0,
-        last_state_transition_at=T0,
-        last_heartbeat_at=T0,
-        output=output,
-        terminated=state not in (TaskState.CREATED, TaskState.STARTED),
-    )
+    return make_task(state, output, id="t1", group=TaskGroup("sync:environment:1"), at=T0)
 
 
 def test_the_orchestrator_keeps_the_output_or_the_error() -> None:

@@ -8,32 +8,21 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from nango.orchestrator.events import TaskEvents
-from nango.orchestrator.models import Task, TaskGroup, TaskTimeouts
+from nango.orchestrator.models import Task, TaskGroup
 from nango.orchestrator.states import TaskState
+from tests.support.tasks import make_task
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 TASK_ID = "7b0f0d7e-6a3f-4d1e-9d6c-0123456789ab"
 
 
 def ended(state: TaskState = TaskState.SUCCEEDED) -> Task:
-    return Task(
+    return make_task(
+        state,
+        {"output": 1},
         id=TASK_ID,
-        name="t",
         group=TaskGroup("action:environment:1", 500),
-        state=state,
-        args={},
-        retry_count=0,
-        retry_max=0,
-        retry_key="r",
-        owner_key="",
-        schedule_id=None,
-        timeouts=TaskTimeouts(),
-        created_at=NOW,
-        starts_after=NOW,
-        last_state_transition_at=NOW + timedelta(seconds=1),
-        last_heartbeat_at=NOW,
-        output={"output": 1},
-        terminated=True,
+        ended_at=NOW + timedelta(seconds=1),
     )
 
 

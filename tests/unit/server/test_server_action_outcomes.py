@@ -7,32 +7,15 @@ from typing import Any
 
 import pytest
 
-from nango.orchestrator.client import Task, TaskGroup, TaskState, TaskTimeouts
+from nango.orchestrator.client import Task, TaskState
 from nango.server.actions import MAX_OUTPUT_BYTES, ActionFailed, outcome
+from tests.support.tasks import make_task
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def task(state: TaskState, output: Any) -> Task:
-    return Task(
-        id="t",
-        name="n",
-        group=TaskGroup("action:environment:1"),
-        state=state,
-        args={},
-        retry_count=0,
-        retry_max=0,
-        retry_key="r",
-        owner_key="environment:1",
-        schedule_id=None,
-        timeouts=TaskTimeouts(),
-        created_at=NOW,
-        starts_after=NOW,
-        last_state_transition_at=NOW,
-        last_heartbeat_at=NOW,
-        output=output,
-        terminated=state not in (TaskState.CREATED, TaskState.STARTED),
-    )
+    return make_task(state, output, owner_key="environment:1")
 
 
 def failed(state: TaskState, output: Any) -> dict[str, Any]:
