@@ -17,6 +17,7 @@ import asyncpg
 
 from nango.db import create_pool, migrate_url
 from nango.errors import InvalidRequest
+from nango.jsontext import json_encoder
 from nango.oplog.models import (
     OPEN_STATES,
     OPERATION_STATES,
@@ -124,17 +125,8 @@ def _text(value: str | None) -> str | None:
     return None if value is None else value.replace("\x00", "\ufffd")
 
 
-def _json_encoder() -> Callable[[Any], str]:
-    """`json.dumps(value, default=str, ensure_ascii=False)`, with the C encoder built once rather than
-    on every call (a cycle raises RecursionError instead of ValueError: the batch fails either way)."""
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:  # pragma: no cover - CPython always has it
-        return json.JSONEncoder(default=str, ensure_ascii=False).encode
-    chunks = make(None, str, json.encoder.encode_basestring, None, ": ", ", ", False, False, True)
-    return lambda value: "".join(chunks(value, 0))
-
-
-_encode_json = _json_encoder()
+# `json.dumps(value, default=str, ensure_ascii=False)`, built once: it runs on every row
+_encode_json = json_encoder(ensure_ascii=False, separators=(", ", ": "))
 
 
 def _json(value: dict[str, Any] | None) -> str | None:

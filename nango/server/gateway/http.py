@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from nango.errors import InvalidContentType, InvalidJson, RequestTooLarge
+from nango.jsontext import json_encoder
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -44,17 +45,8 @@ def auth_of(handler: Any) -> Auth:
     return getattr(handler, _AUTH_ATTR, Auth.SECRET_KEY)
 
 
-def _compact_json() -> Callable[[Any], str]:
-    """`json.dumps(data, separators=(",", ":"), default=str)`, with the C encoder built once rather
-    than on every response (a cycle raises RecursionError instead of ValueError: a 500 either way)."""
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:  # pragma: no cover - CPython always has it
-        return json.JSONEncoder(separators=(",", ":"), default=str).encode
-    chunks = make(None, str, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True)
-    return lambda data: "".join(chunks(data, 0))
-
-
-compact_json = _compact_json()
+# `json.dumps(data, separators=(",", ":"), default=str)`, built once: it runs on every response
+compact_json = json_encoder(ensure_ascii=True, separators=(",", ":"))
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
