@@ -3,7 +3,7 @@ policy (SSRF protection) each call is held to. Service-neutral: the server's pro
 requests use it, and so will the runner's in-function proxy.
 """
 
-from nango.outbound.client import Body, OutboundClient, OutboundRequest, PoolSettings
+from nango.outbound.client import Body, OutboundClient, OutboundRequest, PoolSettings, Response
 from nango.outbound.errors import OutboundDenied, TooManyRedirects, UpstreamTimeout, UpstreamUnreachable
 from nango.outbound.policy import (
     DEFAULT_DENYLIST,
@@ -29,6 +29,7 @@ __all__ = [
     "PinningResolver",
     "PolicyInput",
     "PoolSettings",
+    "Response",
     "TooManyRedirects",
     "UpstreamTimeout",
     "UpstreamUnreachable",

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl
 
 import aiohttp
 
-from nango.outbound import Body, OutboundClient, OutboundDenied, OutboundPolicy, OutboundRequest
+from nango.outbound import Body, OutboundClient, OutboundDenied, OutboundPolicy, OutboundRequest, Response
 from nango.outbound.errors import UpstreamTimeout, UpstreamUnreachable
 from nango.proxycore import retry
 from nango.proxycore.errors import BaseUrlOverrideDisabled, BaseUrlOverrideNotAllowed, InvalidBaseUrl
@@ -52,7 +52,7 @@ class Attempt:
 
 @dataclass(frozen=True, slots=True)
 class UpstreamAnswer:
-    response: aiohttp.ClientResponse
+    response: Response
     decompressed: bool = False
 
 
@@ -70,7 +70,7 @@ def _form_params(spec: ProxySpec, body: Body) -> tuple[tuple[str, str], ...]:
     return tuple(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
 
 
-async def _drain(response: aiohttp.ClientResponse) -> None:
+async def _drain(response: Response) -> None:
     """Let go of an answer we will not forward, keeping its connection when that is cheap."""
     length = response.content_length
     if length is not None and length <= _DRAIN_LIMIT:
@@ -79,7 +79,7 @@ async def _drain(response: aiohttp.ClientResponse) -> None:
     response.release()
 
 
-async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
+async def _read_capped(response: Response, cap: int) -> bytes:
     parts: list[bytes] = []
     size = 0
     while size <= cap:

@@ -79,7 +79,7 @@ async def test_the_checked_address_is_the_address_connected_to(server: str) -> N
         # new connections use the checked answer for the pool's DNS TTL: they are pinned to it
         assert dns.lookups == 1
         # once the name is looked up again, the new (private) answer is refused, never connected to
-        client.session(policy).connector.clear_dns_cache()  # type: ignore[union-attr]
+        client.clear_dns_cache()
         with pytest.raises(OutboundDenied) as denied:
             await client.send(OutboundRequest("GET", url, headers=close), policy)
         assert (denied.value.reason, denied.value.host) == ("denied_dns", "api.rebind.test")
