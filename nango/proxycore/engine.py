@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl
@@ -19,7 +19,12 @@ import aiohttp
 from nango.outbound import Body, OutboundClient, OutboundDenied, OutboundPolicy, OutboundRequest, Response
 from nango.outbound.errors import UpstreamTimeout, UpstreamUnreachable
 from nango.proxycore import retry
-from nango.proxycore.errors import BaseUrlOverrideDisabled, BaseUrlOverrideNotAllowed, InvalidBaseUrl
+from nango.proxycore.errors import (
+    BaseUrlOverrideDisabled,
+    BaseUrlOverrideNotAllowed,
+    InvalidBaseUrl,
+    InvalidUpstreamHeaders,
+)
 from nango.proxycore.spec import CredentialSource, ProxySpec
 from nango.proxycore.target import Target, build, check_base_url
 
@@ -140,6 +145,8 @@ class ProxyCall:
         retries_left = self.spec.retries if self.replayable else 0
         while True:
             self.target = build(self.spec, view, form)
+            if _splits_lines(self.target.headers):
+                raise InvalidUpstreamHeaders()
             request = OutboundRequest(
                 method=self.spec.method,
                 url=self.target.url,
@@ -200,6 +207,16 @@ class ProxyCall:
             if self.aborted():
                 raise CallerGone()
             await asyncio.sleep(min(left, _ABORT_POLL))
+
+
+_LINE_BREAKS = frozenset("\r\n")
+
+
+def _splits_lines(headers: Mapping[str, str]) -> bool:
+    """Whether a header would split the request (a credential or metadata value with CR or LF)."""
+    return any(
+        not _LINE_BREAKS.isdisjoint(value) or not _LINE_BREAKS.isdisjoint(name) for name, value in headers.items()
+    )
 
 
 def _ms_since(clock: float) -> int:

@@ -22,6 +22,11 @@ class InvalidBaseUrl(InvalidRequest):
     default_message = "The base URL is not an absolute http(s) URL"
 
 
+class InvalidUpstreamHeaders(InvalidRequest):
+    code = "invalid_headers"
+    default_message = "A header to send upstream contains a line break (from the connection, its config or the caller)"
+
+
 class BaseUrlOverrideDisabled(InvalidRequest):
     code = "base_url_override_disabled"
     default_message = "Base-Url-Override is disabled by server configuration (NANGO_PROXY_BASE_URL_OVERRIDE_ENABLED)"
@@ -36,6 +41,7 @@ __all__ = [
     "BaseUrlOverrideDisabled",
     "BaseUrlOverrideNotAllowed",
     "InvalidBaseUrl",
+    "InvalidUpstreamHeaders",
     "UnsupportedAuth",
     "UnsupportedProvider",
 ]

@@ -31,6 +31,7 @@ def _providers(up: str, garbage: str) -> dict[str, Any]:
     return {
         "b-garbage": provider("NONE", proxy={"base_url": garbage}),
         "b-key": provider("API_KEY", proxy={"base_url": up, "query": {"api_key": "${apiKey}"}}),
+        "b-header": provider("API_KEY", proxy={"base_url": up, "headers": {"x-api-key": "${apiKey}"}}),
         "b-open": provider("NONE", proxy={"base_url": up}),
         "b-tenant": provider("NONE", proxy={"base_url": up + "/${connectionConfig.tenant}"}),
         "b-closed": provider("NONE", proxy={"base_url": f"http://127.0.0.1:{free_port()}"}),
@@ -67,9 +68,10 @@ async def setup(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
             ) as off,
         ):
             state = Setup(proxy, off, up)
-            for name in ("b-key", "b-open", "b-tenant", "b-closed", "b-no-base", "b-garbage"):
+            keys = {"b-key": "k-1", "b-header": "k-1\r\nX-Smuggled: yes"}
+            for name in ("b-key", "b-header", "b-open", "b-tenant", "b-closed", "b-no-base", "b-garbage"):
                 integration = await proxy.integration(name)
-                credentials = {"type": "API_KEY", "apiKey": "k-1"} if name == "b-key" else {"type": "NONE"}
+                credentials = {"type": "API_KEY", "apiKey": keys[name]} if name in keys else {"type": "NONE"}
                 state.ids[name] = (integration, await proxy.connection(integration, credentials))
             integration = await off.integration("b-open")
             state.ids["off"] = (integration, await off.connection(integration, {"type": "NONE"}))
@@ -110,6 +112,8 @@ CASES: list[tuple[str, dict[str, Any], int, str]] = [
         "invalid_query_params",
     ),
     ("base URL missing connection config", {"use": "b-tenant"}, 400, "invalid_base_url"),
+    # a header that would split the request upstream is never sent
+    ("credential with a line break", {"use": "b-header"}, 400, "invalid_headers"),
     ("provider without base URL", {"use": "b-no-base"}, 400, "unsupported_provider"),
     (
         "body over the limit (Content-Length)",
