@@ -31,6 +31,7 @@ import asyncio
 import collections
 import socket
 import ssl
+import weakref
 from collections.abc import AsyncIterator
 from typing import cast
 
@@ -86,6 +87,7 @@ class WireResponse:
     surface that the proxy, token and webhook code use)."""
 
     __slots__ = (
+        "__weakref__",
         "_buffer",
         "_buffered",
         "_connection",
@@ -174,6 +176,8 @@ class WireResponse:
             self._buffer.clear()
             self._buffered = 0
             return chunks
+        if n == 0:
+            return b""
         while not self._buffer:
             if self._eof:
                 if self._error is not None:
@@ -192,10 +196,21 @@ class WireResponse:
         if connection is not None:
             self._connection = None
             connection.abandon()
+        if not self._eof:
+            self._eof = True
+            self._error = aiohttp.ClientConnectionError("Connection closed")
         self._buffer.clear()
         self._buffered = 0
+        self._wake()
 
     close = release
+
+    def __del__(self) -> None:
+        # dropped without release() (as aiohttp's ClientResponse): its connection is not kept
+        connection = self._connection
+        if connection is not None:
+            self._connection = None
+            connection.abandon()
 
 
 _EMPTY_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
@@ -216,7 +231,8 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self.exchanges = 0
         # the exchange under way
-        self.response: WireResponse | None = None
+        # held weakly: an answer its caller dropped unreleased is collected, and gives its connection back
+        self._response: weakref.ReferenceType[WireResponse] | None = None
         self.head: asyncio.Future[WireResponse] | None = None
         self._header_list: list[tuple[str, str]] = []
         self._head_bytes = 0
@@ -229,6 +245,15 @@ class _Connection(asyncio.Protocol):
         self._paused = False
         self._last_read = 0.0
         self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def response(self) -> WireResponse | None:
+        ref = self._response
+        return ref() if ref is not None else None
+
+    @response.setter
+    def response(self, response: WireResponse | None) -> None:
+        self._response = weakref.ref(response) if response is not None else None
 
     # asyncio.Protocol
 
@@ -277,6 +302,8 @@ class _Connection(asyncio.Protocol):
     # llhttp callbacks
 
     def on_message_begin(self) -> None:
+        if self.response is None:
+            self.close()  # an answer nobody asked for (after a complete one): the connection is out of step
         self._header_list = []
         self._head_bytes = 0
         self._reason = None
@@ -311,6 +338,8 @@ class _Connection(asyncio.Protocol):
             and response.method != "HEAD"
         )
         response._connection = self
+        # the future is let go of: it would hold the answer (held weakly here) for as long as the body flows
+        self.head = None
         head.set_result(response)
 
     def on_body(self, body: bytes) -> None:
@@ -383,8 +412,13 @@ class _Connection(asyncio.Protocol):
             self.closed = True
             self._cancel_timer()
             self.pool._lost(self)
-            if self.transport is not None:
-                self.transport.close()
+            transport = self.transport
+            if transport is not None:
+                # request bytes still waiting to be written would hold the socket open: dropped
+                if transport.get_write_buffer_size():
+                    transport.abort()
+                else:
+                    transport.close()
 
     # the read timeout: the longest silence while an answer is due (not while the caller reads slowly)
 
@@ -456,6 +490,7 @@ class WirePool:
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
         self._open: dict[tuple[str, str, int], int] = {}
         self._total = 0
+        self._all: set[_Connection] = set()
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._dns: dict[tuple[str, int], tuple[float, list[str]]] = {}
         self._sweep: asyncio.TimerHandle | None = None
@@ -492,9 +527,8 @@ class WirePool:
         if self._sweep is not None:
             self._sweep.cancel()
             self._sweep = None
-        for idle in list(self._idle.values()):
-            for connection in list(idle):
-                connection.close()
+        for connection in list(self._all):
+            connection.close()
         self._idle.clear()
 
     # the pool
@@ -514,7 +548,7 @@ class WirePool:
         connection.idle_since = self.loop.time()
         self._idle.setdefault(connection.key, []).append(connection)
         if self._waiters:
-            self._wake_one()
+            self._wake_all()
         if self._sweep is None:
             self._sweep = self.loop.call_later(self.keepalive / 2, self._sweep_idle)
 
@@ -522,19 +556,21 @@ class WirePool:
         """A connection closed (by either side): it no longer counts against the limits."""
         if connection.counted:
             connection.counted = False
+            self._all.discard(connection)
             self._total -= 1
             self._open[connection.key] -= 1
             idle = self._idle.get(connection.key)
             if idle and connection in idle:
                 idle.remove(connection)
-            self._wake_one()
+            self._wake_all()
 
-    def _wake_one(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
+    def _wake_all(self) -> None:
+        """Every waiting caller looks again (a connection freed for one host may be what another host's
+        caller waits for, through eviction): waiters exist only while the pool is at its limits."""
+        waiters, self._waiters = self._waiters, collections.deque()
+        for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
-                return
 
     def _sweep_idle(self) -> None:
         self._sweep = None
@@ -562,7 +598,7 @@ class WirePool:
                 await waiter
             except asyncio.CancelledError:
                 if waiter.done() and not waiter.cancelled():
-                    self._wake_one()  # the wake-up this caller got goes to the next one
+                    self._wake_all()  # the wake-up this caller got goes to the others
                 raise
 
     def _evict_idle(self) -> bool:
@@ -581,6 +617,7 @@ class WirePool:
         self._open[key] = self._open.get(key, 0) + 1
         connection = _Connection(self, key)
         connection.counted = True
+        self._all.add(connection)
         try:
             async with asyncio.timeout(self.connect_timeout):
                 addresses = await self._resolve(host, port)
