@@ -1,6 +1,7 @@
 """Functions through `@nangohq/node` against `nango up`: deployed with `nango deploy --auto-confirm`,
 then scripts config, environment variables, sync control (trigger, status, pause, start, frequency,
-variants), records (every filter, cursor paging to the end), actions (sync and async, error shapes).
+variants), records (every filter, cursor paging to the end), actions (sync and async, error shapes),
+and the same actions as MCP tools (`POST /mcp`) through the official MCP Python SDK.
 
 The functions call a local upstream API (provider `compat-crm`, declared in conftest.py). Tests that
 need a function to actually run (`RUNS`) need the jobs service; the others hold without it.
@@ -9,6 +10,8 @@ need a function to actually run (`RUNS`) need the jobs service; the others hold 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import subprocess
 import time
@@ -19,8 +22,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from aiohttp import web
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import McpError
 
 from tests.compat.conftest import FUNCTIONS_PROVIDER, FUNCTIONS_UPSTREAM_PORT, Sdk, SdkError
 from tests.support.platform import BIN, Up
@@ -405,3 +412,87 @@ async def test_unknown_async_action_is_not_found(sdk: Sdk) -> None:
     with pytest.raises(SdkError) as missing:
         await sdk("getAsyncActionResult", {"id": str(uuid.uuid4())})
     assert (missing.value.status, missing.value.code) == (404, "not_found")
+
+
+# MCP (reference §8.1): the connection's actions as tools, driven by the official MCP Python SDK
+
+
+@contextlib.asynccontextmanager
+async def mcp_session(platform: Up, connection_id: str = CONNECTION) -> AsyncIterator[ClientSession]:
+    headers = {
+        "Authorization": f"Bearer {platform.dev_key}",
+        "provider-config-key": KEY,
+        "connection-id": connection_id,
+    }
+    async with (
+        httpx.AsyncClient(headers=headers, timeout=60) as http,
+        streamable_http_client(platform.api + "/mcp", http_client=http) as (read, write, _),
+        ClientSession(read, write) as session,
+    ):
+        yield session
+
+
+async def test_mcp_lists_the_actions_as_tools_and_calls_them(platform: Up, crm: Crm, deployed: str) -> None:
+    async with mcp_session(platform) as session:
+        hello = await session.initialize()
+        assert hello.serverInfo.name == "nango"
+        assert hello.capabilities.tools is not None
+        tools = {tool.name: tool for tool in (await session.list_tools()).tools}
+        assert sorted(tools) == ["chain", "get_contact", "refuse", "upstream_error", "variables"]
+        assert tools["get_contact"].description == "One contact"
+        assert tools["get_contact"].inputSchema["properties"]["id"]["type"] == "string"
+        assert tools["refuse"].inputSchema == {"type": "object", "properties": {}}
+
+        found = await session.call_tool("get_contact", {"id": "2"})
+        assert not found.isError
+        contact = {"id": "2", "name": crm.contacts["2"]}
+        assert found.structuredContent == contact
+        assert found.content[0].type == "text"
+        assert json.loads(found.content[0].text) == contact
+
+        # a failing action is a tool error the model can read, not a protocol error
+        refused = await session.call_tool("refuse", {"x": 1})
+        assert refused.isError
+        assert refused.content[0].type == "text"
+        error = json.loads(refused.content[0].text)["error"]
+        assert (error["code"], error["payload"]) == (
+            "action_script_runtime_error",
+            {"reason": "not today", "input": {"x": 1}},
+        )
+
+        with pytest.raises(McpError) as unknown:
+            await session.call_tool("no_such_action", {})
+        assert unknown.value.error.code == -32602
+
+
+async def test_mcp_refuses_what_it_does_not_serve(platform: Up, deployed: str) -> None:
+    auth = {"Authorization": f"Bearer {platform.dev_key}"}
+    ids = {**auth, "provider-config-key": KEY, "connection-id": CONNECTION}
+    ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    async with httpx.AsyncClient(base_url=platform.api, timeout=30) as http:
+        # no stream and no session: GET and DELETE are refused the way Nango refuses them
+        for method in ("GET", "DELETE"):
+            answer = await http.request(method, "/mcp", headers=ids)
+            assert answer.status_code == 405
+            assert answer.json() == {
+                "jsonrpc": "2.0",
+                "error": {"code": -32000, "message": "Method not allowed."},
+                "id": None,
+            }
+        assert (await http.post("/mcp", json=ping, headers=ids)).json() == {"jsonrpc": "2.0", "id": 1, "result": {}}
+        # a notification is accepted with nothing to answer
+        note = await http.post("/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=ids)
+        assert (note.status_code, note.content) == (202, b"")
+        answer = await http.post("/mcp", content=b"{not json", headers=ids)
+        assert (answer.status_code, answer.json()["error"]["code"]) == (400, -32700)
+        answer = await http.post("/mcp", json={"jsonrpc": "2.0", "id": 2, "method": "resources/list"}, headers=ids)
+        assert answer.json()["error"]["code"] == -32601
+        # before any JSON-RPC: the REST envelope, as every route
+        answer = await http.post("/mcp", json=ping, headers={"provider-config-key": KEY, "connection-id": CONNECTION})
+        assert (answer.status_code, answer.json()["error"]["code"]) == (401, "missing_auth_header")
+        answer = await http.post("/mcp", json=ping, headers={**auth, "provider-config-key": KEY})
+        assert (answer.status_code, answer.json()["error"]["code"]) == (400, "invalid_headers")
+        answer = await http.post("/mcp", json=ping, headers={**ids, "connection-id": "nobody"})
+        assert (answer.status_code, answer.json()["error"]["code"]) == (400, "unknown_connection")
+        answer = await http.post("/mcp", json=ping, headers={**ids, "provider-config-key": "nothing-here"})
+        assert (answer.status_code, answer.json()["error"]["code"]) == (404, "unknown_provider_config")

@@ -12,6 +12,7 @@ from nango.server.gateway import (
     environment_variables,
     functions,
     integrations,
+    mcp,
     oauth,
     providers,
     proxy,
@@ -32,7 +33,7 @@ def build_app(gateway: Gateway, *, body_limit: int) -> web.Application:
     app[GATEWAY] = gateway
     for module in (routes, providers, integrations, functions, connections, connect, oauth, direct_auth, proxy):
         app.add_routes(module.routes)
-    for module in (environment_variables, records, syncs, actions):
+    for module in (environment_variables, records, syncs, actions, mcp):
         app.add_routes(module.routes)
     app.add_routes(webhook_settings.routes)
     app.add_routes(webhooks.routes)
