@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import socket
 import ssl
 import weakref
@@ -210,7 +211,9 @@ class WireResponse:
         connection = self._connection
         if connection is not None:
             self._connection = None
-            connection.abandon()
+            # collected after its event loop closed (at exit): nothing is left to give back
+            with contextlib.suppress(RuntimeError):
+                connection.abandon()
 
 
 _EMPTY_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
