@@ -30,12 +30,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import socket
 import ssl
 import weakref
 from collections.abc import AsyncIterator
 from typing import cast
 
+import aiohappyeyeballs
 import aiohttp
 import httptools
 from aiohttp.client_reqrep import ConnectionKey, RequestInfo
@@ -58,6 +60,7 @@ _LOW_WATER = 64 * 1024
 _CRLF = frozenset("\r\n")
 # an answer's head is refused past these (aiohttp's parser refuses lines over 8 KiB and 128 headers)
 MAX_HEAD_BYTES = 64 * 1024
+_HAPPY_EYEBALLS_DELAY = 0.25
 MAX_HEADERS = 256
 
 
@@ -496,6 +499,7 @@ class WirePool:
         self._all: set[_Connection] = set()
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._dns: dict[tuple[str, int], tuple[float, list[str]]] = {}
+        self._resolving: dict[tuple[str, int], asyncio.Future[list[str]]] = {}
         self._sweep: asyncio.TimerHandle | None = None
         self._closed = False
 
@@ -624,24 +628,34 @@ class WirePool:
         try:
             async with asyncio.timeout(self.connect_timeout):
                 addresses = await self._resolve(host, port)
-                error: OSError | None = None
-                for address in addresses:
-                    try:
-                        await self.loop.create_connection(
-                            lambda: connection,
-                            address,
-                            port,
-                            ssl=self.ssl_context if scheme == "https" else None,
-                            server_hostname=host.strip("[]") if scheme == "https" else None,
-                        )
-                        break
-                    except OSError as exc:
-                        error = exc
-                else:
-                    raise aiohttp.ClientConnectorError(
-                        ConnectionKey(host, port, scheme == "https", True, None, None, None),
-                        error or OSError(f"no address for {host}"),
+                failure = ConnectionKey(host, port, scheme == "https", True, None, None, None)
+                infos: list[aiohappyeyeballs.AddrInfoType] = [
+                    (socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port, 0, 0))
+                    if ":" in address
+                    else (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port))
+                    for address in addresses
+                ]
+                if not infos:
+                    raise aiohttp.ClientConnectorError(failure, OSError(f"no address for {host}"))
+                try:
+                    # as aiohttp: the next address is tried after 250 ms, families interleaved, so an
+                    # address that swallows the connection (an IPv6 route to nowhere) costs 250 ms, not the call
+                    sock = await aiohappyeyeballs.start_connection(
+                        infos, happy_eyeballs_delay=_HAPPY_EYEBALLS_DELAY, interleave=1, loop=self.loop
                     )
+                except OSError as exc:
+                    raise aiohttp.ClientConnectorError(failure, exc) from exc
+                try:
+                    await self.loop.create_connection(
+                        lambda: connection,
+                        sock=sock,
+                        ssl=self.ssl_context if scheme == "https" else None,
+                        server_hostname=host.strip("[]") if scheme == "https" else None,
+                    )
+                except OSError as exc:
+                    with contextlib.suppress(OSError):
+                        sock.close()
+                    raise aiohttp.ClientConnectorError(failure, exc) from exc
         except TimeoutError as exc:
             self._lost(connection)
             raise aiohttp.ConnectionTimeoutError(f"Connection timeout to host {scheme}://{host}:{port}") from exc
@@ -651,17 +665,33 @@ class WirePool:
         return connection
 
     async def _resolve(self, host: str, port: int) -> list[str]:
+        """The checked addresses of a name (cached for the DNS TTL); calls that need the same name
+        meanwhile share one lookup."""
         literal = host.strip("[]")
         if _is_address(literal):
             return [literal]
-        cached = self._dns.get((host, port))
-        now = self.loop.time()
-        if cached is not None and cached[0] > now:
+        key = (host, port)
+        cached = self._dns.get(key)
+        if cached is not None and cached[0] > self.loop.time():
             return cached[1]
+        pending = self._resolving.get(key)
+        if pending is None:
+            pending = self._resolving[key] = asyncio.ensure_future(self._lookup(host, port))
+            pending.add_done_callback(functools.partial(self._looked_up, key))
+        # shielded: a caller that leaves does not cancel the lookup the others wait for
+        return await asyncio.shield(pending)
+
+    async def _lookup(self, host: str, port: int) -> list[str]:
         results = await self.resolver.resolve(host, port, socket.AF_UNSPEC)
         addresses = [result["host"] for result in results]
-        self._dns[(host, port)] = (now + self.dns_ttl, addresses)
+        self._dns[(host, port)] = (self.loop.time() + self.dns_ttl, addresses)
         return addresses
+
+    def _looked_up(self, key: tuple[str, int], done: asyncio.Future[list[str]]) -> None:
+        if self._resolving.get(key) is done:
+            del self._resolving[key]
+        if not done.cancelled():
+            done.exception()  # retrieved: a refusal every caller left behind is not reported as unseen
 
 
 def _is_address(host: str) -> bool:

@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import select
 import socket
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import aiohttp
 import pytest
 import uvloop
 from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -373,3 +376,63 @@ async def test_bytes_sent_on_an_idle_connection_retire_it() -> None:
         response = await get(client, up.url)
         assert await response.read() == b"ok"
         await asyncio.wait_for(up.closed.wait(), 5)
+
+
+class Answers(AbstractResolver):
+    """Answers every lookup with the same addresses, after a moment (as a real lookup takes)."""
+
+    def __init__(self, addresses: list[str]) -> None:
+        self.addresses = addresses
+        self.lookups = 0
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        self.lookups += 1
+        await asyncio.sleep(0.05)
+        return [
+            ResolveResult(hostname=host, host=address, port=port, family=socket.AF_INET, proto=0, flags=0)
+            for address in self.addresses
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+def _swallowing_listener() -> tuple[socket.socket, list[socket.socket]]:
+    """A listener on 127.0.0.2 whose accept queue is full: a new connection attempt gets no answer
+    at all (Linux drops the SYN), like an address with a route to nowhere."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.2", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers: list[socket.socket] = []
+    for _ in range(8):
+        probe = socket.socket()
+        probe.setblocking(False)
+        probe.connect_ex(("127.0.0.2", port))
+        fillers.append(probe)
+        if not select.select([], [probe], [], 0.2)[1]:
+            return listener, fillers  # this attempt hangs: the queue is full
+    raise AssertionError("the listener kept accepting connections")
+
+
+async def test_an_address_that_swallows_connections_costs_a_moment_not_the_call() -> None:
+    listener, fillers = _swallowing_listener()
+    port = listener.getsockname()[1]
+    upstream = await asyncio.start_server(answering(OK), "127.0.0.1", port)
+    dns = Answers(["127.0.0.2", "127.0.0.1"])
+    url = URL(f"http://api.dual.test:{port}/")
+    try:
+        async with OutboundClient(PoolSettings(connect_timeout=3), dns=lambda: dns) as client:
+            started = time.monotonic()
+            responses = await asyncio.gather(*(client.send(OutboundRequest("GET", url), POLICY) for _ in range(5)))
+            assert [await response.read() for response in responses] == [b"ok"] * 5
+            # the second address is tried 250 ms after the first (as aiohttp's happy eyeballs), not at the timeout
+            assert time.monotonic() - started < 2
+        # five new connections at once, one lookup
+        assert dns.lookups == 1
+    finally:
+        upstream.close()
+        for sock in (listener, *fillers):
+            sock.close()
