@@ -16,6 +16,19 @@ SYNC_KINDS = frozenset({FunctionType.SYNC, FunctionType.WEBHOOK})
 
 
 @dataclass(frozen=True)
+class Bundle:
+    """A deployed function's code, as the server resolved it."""
+
+    id: str
+    version: str
+    key: str
+    sha256: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"id": self.id, "version": self.version, "key": self.key, "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
 class TaskArgs:
     kind: FunctionType
     environment_id: int
@@ -35,6 +48,8 @@ class TaskArgs:
     activity_log_id: str = ""
     # syncs: a reconcile pass (docs/functions.md), run without a sync job
     reconcile: bool = False
+    # actions: the function's bundle as the server resolved it when the action was triggered
+    bundle: Bundle | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -52,6 +67,7 @@ class TaskArgs:
             "async": self.is_async,
             "activity_log_id": self.activity_log_id,
             "reconcile": self.reconcile,
+            **({"bundle": self.bundle.to_json()} if self.bundle is not None else {}),
         }
 
 
@@ -106,6 +122,18 @@ def parse_task_args(args: Mapping[str, Any]) -> TaskArgs:
         is_async=_flag(args, "async"),
         activity_log_id=_text(args, "activity_log_id", required=False),
         reconcile=_reconcile(args, kind),
+        bundle=_bundle(args, kind),
+    )
+
+
+def _bundle(args: Mapping[str, Any], kind: FunctionType) -> Bundle | None:
+    raw = args.get("bundle")
+    if raw is None:
+        return None
+    if kind is not FunctionType.ACTION or not isinstance(raw, Mapping):
+        raise InvalidTaskArgs("bundle is an object, for action tasks only")
+    return Bundle(
+        id=_text(raw, "id"), version=_text(raw, "version"), key=_text(raw, "key"), sha256=_text(raw, "sha256")
     )
 
 
@@ -116,4 +144,4 @@ def _reconcile(args: Mapping[str, Any], kind: FunctionType) -> bool:
     return reconcile
 
 
-__all__ = ["SYNC_KINDS", "TaskArgs", "parse_task_args"]
+__all__ = ["SYNC_KINDS", "Bundle", "TaskArgs", "parse_task_args"]

@@ -15,7 +15,7 @@ from typing import Any
 
 from nango.errors import NangoError, ServiceUnavailable, Timeout
 from nango.grpckit import TaskScope, mint_task_token
-from nango.jobs.args import SYNC_KINDS, TaskArgs, parse_task_args
+from nango.jobs.args import SYNC_KINDS, Bundle, TaskArgs, parse_task_args
 from nango.jobs.errors import FunctionDisabled, InvalidTaskArgs
 from nango.jobs.heartbeats import HeartbeatRelay
 from nango.jobs.models import FunctionFailure, SyncJob, SyncJobType, TaskCompletion
@@ -44,6 +44,27 @@ class _Plan:
     end_user: dict[str, Any] | None = None
     last_sync_date: datetime | None = None
     job_type: SyncJobType | None = None
+
+
+def _carried(args: TaskArgs, bundle: Bundle) -> FunctionConfig:
+    return FunctionConfig(
+        id=bundle.id,
+        environment_id=args.environment_id,
+        provider_config_key=args.provider_config_key,
+        name=args.function,
+        type=args.kind.value,
+        version=bundle.version,
+        bundle_key=bundle.key,
+        bundle_sha256=bundle.sha256,
+        models=(),
+        track_deletes=False,
+        auto_start=False,
+        frequency="",
+        webhook_subscriptions=(),
+        input_json_schema=None,
+        models_json_schema={},
+        enabled=True,
+    )
 
 
 def _failure(error: NangoError) -> FunctionFailure:
@@ -113,7 +134,9 @@ class Dispatcher:
         job: SyncJob | None = None
         if args.sync_id is None:
             # no sync job to open: the task is recorded while the server is asked what to run
-            planned, _ = await asyncio.gather(self._plan_or_failure(args), self.store.dispatch(task.id, args))
+            planned, _ = await asyncio.gather(
+                self._plan_or_failure(args, first_attempt=task.retry_count == 0), self.store.dispatch(task.id, args)
+            )
             if isinstance(planned, FunctionFailure):
                 return planned
             plan = planned
@@ -137,7 +160,12 @@ class Dispatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await holder
 
-    async def _plan_or_failure(self, args: TaskArgs) -> _Plan | FunctionFailure:
+    async def _plan_or_failure(self, args: TaskArgs, *, first_attempt: bool) -> _Plan | FunctionFailure:
+        bundle = args.bundle
+        if bundle is not None and first_attempt:
+            # an action's first attempt runs what the server resolved when it was triggered (it checked
+            # the function was enabled); a retry asks again, the function may have been redeployed since
+            return _Plan(function=_carried(args, bundle))
         try:
             return await self._plan(args)
         except NangoError as exc:

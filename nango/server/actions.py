@@ -252,6 +252,13 @@ class ActionService:
                 "connection_id": connection.connection_id,
                 "provider_config_key": connection.provider_config_key,
                 "function": function.name,
+                # what to run, as resolved here: jobs need not ask again on the first attempt
+                "bundle": {
+                    "id": function.id,
+                    "version": function.version,
+                    "key": function.bundle_key,
+                    "sha256": function.bundle_sha256,
+                },
                 "input": input,
                 "async": is_async,
             },

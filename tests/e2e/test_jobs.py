@@ -338,22 +338,26 @@ async def test_sync_runs_record_jobs_counts_and_last_sync_date(
     assert [j.id for j in history] == [second.id, first.id]
 
 
+def action_args(connected: Connected, function: str, payload: Any) -> dict[str, Any]:
+    return {
+        "type": "action",
+        "environment_id": connected.environment_id,
+        "nango_connection_id": connected.nango_connection_id,
+        "connection_id": connected.connection_id,
+        "provider_config_key": INTEGRATION,
+        "function": function,
+        "input": payload,
+        "async": False,
+    }
+
+
 async def run_action(
     clients: Clients, connected: Connected, function: str, payload: Any, *, timeout: float = 30.0
 ) -> Task:
     spec = TaskSpec(
         name=f"action:{function}:{next(_keys)}",
         group=TaskGroup(f"action:environment:{connected.environment_id}"),
-        args={
-            "type": "action",
-            "environment_id": connected.environment_id,
-            "nango_connection_id": connected.nango_connection_id,
-            "connection_id": connected.connection_id,
-            "provider_config_key": INTEGRATION,
-            "function": function,
-            "input": payload,
-            "async": False,
-        },
+        args=action_args(connected, function, payload),
         timeouts=TaskTimeouts(timedelta(seconds=30), timedelta(seconds=60), timedelta(seconds=60)),
     )
     task = await clients.orchestrator.create_task(spec)
@@ -379,6 +383,42 @@ async def test_actions_end_with_their_output_or_their_error(
     unknown = await run_action(clients, connected, "no_such_action", None)
     assert unknown.state is TaskState.FAILED
     assert unknown.output["error"]["status"] == 404
+
+
+async def test_an_action_runs_the_bundle_it_was_triggered_with_and_a_retry_asks_the_server(
+    platform: Up, clients: Clients, upstream: Upstream, deployed: str
+) -> None:
+    connected = await connect(platform, clients, upstream, "carried", contacts("d1", "d2"))
+    function = await clients.server.get_function_config(
+        connected.environment_id, INTEGRATION, "count_contacts", "action"
+    )
+    # the first attempt runs the carried bundle without asking the server: a wrong hash makes it fail;
+    # the retry asks the server and runs the deployed bundle
+    spec = TaskSpec(
+        name=f"action:carried:{next(_keys)}",
+        group=TaskGroup(f"action:environment:{connected.environment_id}"),
+        args={
+            **action_args(connected, "count_contacts", None),
+            "bundle": {"id": function.id, "version": function.version, "key": function.bundle_key, "sha256": "0" * 64},
+        },
+        retry_max=1,
+        timeouts=TaskTimeouts(timedelta(seconds=30), timedelta(seconds=60), timedelta(seconds=60)),
+        owner_key="test:carried",
+    )
+    task = await clients.orchestrator.create_task(spec)
+    async with asyncio.timeout(30):
+        while True:
+            ended = await clients.orchestrator.get_retry_output(
+                task.retry_key, "test:carried", wait=timedelta(seconds=10)
+            )
+            if ended.retry_count == 1 and ended.terminated:
+                break
+            await asyncio.sleep(0.1)
+    assert (ended.state, ended.output, ended.retry_count) == (
+        TaskState.SUCCEEDED,
+        {"output": {"count": 2, "echo": None}},
+        1,
+    )
 
 
 async def test_a_result_counts_once_and_an_ended_task_is_told_to_stop(

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from nango.jobs.args import TaskArgs, parse_task_args
+from nango.jobs.args import Bundle, TaskArgs, parse_task_args
 from nango.jobs.errors import InvalidTaskArgs
 from nango.runner.client import FunctionType
 
@@ -106,3 +106,27 @@ def test_wrong_arguments_are_named(changes: dict[str, Any], named: str) -> None:
         parse_task_args(sync_args(**changes))
     assert caught.value.message.startswith(named)
     assert caught.value.instance_code == "invalid_task_args"
+
+
+def test_an_actions_carried_bundle_is_read_and_written_back() -> None:
+    bundle = {"id": "f-1", "version": "3", "key": "bundles/f-1.zip", "sha256": "ab" * 32}
+    raw = sync_args(type="action", sync_id=..., variant=...)
+    args = parse_task_args({**raw, "bundle": bundle})
+    assert args.bundle == Bundle(id="f-1", version="3", key="bundles/f-1.zip", sha256="ab" * 32)
+    assert parse_task_args(args.to_json()) == args
+    assert parse_task_args(raw).bundle is None
+    assert "bundle" not in parse_task_args(raw).to_json()
+
+
+@pytest.mark.parametrize(
+    ("changes", "bundle"),
+    [
+        ({}, {"id": "f-1", "version": "3", "key": "k", "sha256": "s"}),  # a sync carries none
+        ({"type": "action", "sync_id": ...}, "bundles/f-1.zip"),
+        ({"type": "action", "sync_id": ...}, {"id": "f-1", "version": "3", "key": "k"}),
+        ({"type": "action", "sync_id": ...}, {"id": "f-1", "version": 3, "key": "k", "sha256": "s"}),
+    ],
+)
+def test_a_wrong_bundle_is_named(changes: dict[str, Any], bundle: Any) -> None:
+    with pytest.raises(InvalidTaskArgs):
+        parse_task_args({**sync_args(**changes), "bundle": bundle})
