@@ -483,6 +483,19 @@ async def test_mcp_refuses_what_it_does_not_serve(platform: Up, deployed: str) -
         # a notification is accepted with nothing to answer
         note = await http.post("/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=ids)
         assert (note.status_code, note.content) == (202, b"")
+        # a batch: the answers to its requests in order, an invalid member answered as such
+        batch = [
+            ping,
+            {"jsonrpc": "2.0", "method": "notifications/initialized"},
+            {"jsonrpc": "2.0", "id": "b", "method": "tools/list"},
+            {"not": "rpc"},
+        ]
+        answers = (await http.post("/mcp", json=batch, headers=ids)).json()
+        assert [a["id"] for a in answers] == [1, "b", None]
+        assert "get_contact" in {tool["name"] for tool in answers[1]["result"]["tools"]}
+        assert answers[2]["error"]["code"] == -32600
+        only_notes = await http.post("/mcp", json=[batch[1], batch[1]], headers=ids)
+        assert (only_notes.status_code, only_notes.content) == (202, b"")
         answer = await http.post("/mcp", content=b"{not json", headers=ids)
         assert (answer.status_code, answer.json()["error"]["code"]) == (400, -32700)
         answer = await http.post("/mcp", json={"jsonrpc": "2.0", "id": 2, "method": "resources/list"}, headers=ids)

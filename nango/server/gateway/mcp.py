@@ -13,6 +13,8 @@ or integration answers the REST error envelope before any JSON-RPC. Each JSON-RP
 - `tools/call`: runs the action as `POST /action/trigger` does (synchronously). Its output comes back
   as JSON text (and as `structuredContent` when it is an object); an action that fails comes back as
   a tool result with `isError` and the error envelope as text, as MCP asks of tool errors.
+- A batch (a JSON array, as protocol versions up to 2025-03-26 allow) gets an array of the answers
+  to its requests, in order (202 when it held only notifications).
 - `GET` (and `DELETE`) answer 405 with a JSON-RPC error: there is no stream and no session to end.
 """
 
@@ -61,7 +63,7 @@ class RpcError(Exception):
 
 
 def _error(code: int, message: str, id: Any = None, status: int = 200) -> web.Response:
-    return json_response({"jsonrpc": "2.0", "error": {"code": code, "message": message}, "id": id}, status=status)
+    return json_response(_failure(code, message, id), status=status)
 
 
 def _tool(function: Any) -> dict[str, Any]:
@@ -156,29 +158,45 @@ async def mcp(request: web.Request) -> web.StreamResponse:
         message = json.loads(await request.read())
     except (ValueError, UnicodeDecodeError):
         return _error(PARSE_ERROR, "Parse error: the body is not JSON", status=400)
-    if not isinstance(message, dict) or message.get("jsonrpc") != "2.0" or not isinstance(message.get("method"), str):
-        return _error(INVALID_REQUEST, "Invalid Request: one JSON-RPC 2.0 message per POST", status=400)
+    try:
+        if isinstance(message, list) and message:
+            # a batch (protocol versions up to 2025-03-26): one answer per request, in order
+            answers = [answer for item in message if (answer := await _handle(tools, item)) is not None]
+            return json_response(answers) if answers else web.Response(status=202)
+        if not _is_message(message):
+            return _error(INVALID_REQUEST, "Invalid Request: not a JSON-RPC 2.0 message", status=400)
+        answer = await _handle(tools, message)
+    except CallerGone:
+        return web.Response(status=499)
+    # a notification (notifications/initialized, cancelled…) has nothing to answer
+    return web.Response(status=202) if answer is None else json_response(answer)
+
+
+def _is_message(message: Any) -> bool:
+    return isinstance(message, dict) and message.get("jsonrpc") == "2.0" and isinstance(message.get("method"), str)
+
+
+def _failure(code: int, message: str, id: Any = None) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "error": {"code": code, "message": message}, "id": id}
+
+
+async def _handle(tools: ConnectionTools, message: Any) -> dict[str, Any] | None:
+    """The answer to one message; None for a notification."""
+    if not _is_message(message):
+        return _failure(INVALID_REQUEST, "Invalid Request: not a JSON-RPC 2.0 message")
     if "id" not in message:
-        return web.Response(status=202)  # a notification (notifications/initialized, cancelled…): nothing to answer
+        return None
     id, params = message["id"], message.get("params") or {}
     if not isinstance(params, dict):
-        return _error(INVALID_PARAMS, "params must be an object", id)
+        return _failure(INVALID_PARAMS, "params must be an object", id)
     try:
         result = await _answer(tools, message["method"], params)
     except RpcError as exc:
-        return _error(exc.code, exc.message, id)
-    except CallerGone:
-        return web.Response(status=499)
+        return _failure(exc.code, exc.message, id)
     except NangoError as exc:
         # refused before the action ran (it disappeared, it is disabled…): a tool error the model can read
-        return json_response(
-            {
-                "jsonrpc": "2.0",
-                "id": id,
-                "result": {"content": [{"type": "text", "text": _text(exc.to_envelope())}], "isError": True},
-            }
-        )
-    return json_response({"jsonrpc": "2.0", "id": id, "result": result})
+        result = {"content": [{"type": "text", "text": _text(exc.to_envelope())}], "isError": True}
+    return {"jsonrpc": "2.0", "id": id, "result": result}
 
 
 async def _not_allowed(request: web.Request) -> web.Response:
