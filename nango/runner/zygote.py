@@ -75,12 +75,19 @@ class _Zygote:
         # only the zygote forks templates: a template's heap holds a customer's bundle
         self.templates = templates
         self.live: set[int] = set()
+        # the runner closed its end: nobody is left to tell, every worker is stopped
+        self.runner_gone = False
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
 
     def send(self, message: dict[str, Any]) -> None:
-        self.control.sendall(json.dumps(message).encode())
+        if self.runner_gone:
+            return
+        try:
+            self.control.sendall(json.dumps(message).encode())
+        except OSError:  # BrokenPipeError, ConnectionResetError: the runner went away
+            self.runner_gone = True
 
     def serve(self) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -100,9 +107,11 @@ class _Zygote:
                         except BlockingIOError:
                             break
                 elif not self._read_requests():
-                    self._kill_all()
-                    return
+                    self.runner_gone = True
             self._reap()
+            if self.runner_gone:
+                self._kill_all()
+                return
 
     def _read_requests(self) -> bool:
         """Handle every queued request; False when the runner went away."""
