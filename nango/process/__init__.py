@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from nango.config import ProcessSettings, SettingsError, load
 from nango.errors import NangoError
-from nango.telemetry import configure_logging, register_secret
+from nango.telemetry import configure_logging, configure_tracing, register_secret
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ def serve(name: str, settings_cls: type[S], run: Callable[[S, asyncio.Event], Aw
         return SettingsError.exit_code
     configure_logging(name, settings.log_level, settings.log_format)
     register_secret(settings.internal_token.get_secret_value())
+    stop_tracing = configure_tracing(name)
     install_event_loop_policy()
 
     async def main() -> None:
@@ -83,6 +84,9 @@ def serve(name: str, settings_cls: type[S], run: Callable[[S, asyncio.Event], Aw
     except Exception:
         log.exception("service crashed")
         return 1
+    finally:
+        if stop_tracing is not None:
+            stop_tracing()  # the spans still batched are sent
     log.info("stopped")
     return 0
 

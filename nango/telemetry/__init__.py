@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -113,4 +115,40 @@ def configure_logging(service: str, level: str = "info", fmt: str = "json") -> N
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-__all__ = ["JsonFormatter", "configure_logging", "known_secrets", "redact_text", "register_secret"]
+def configure_tracing(service: str) -> Callable[[], None] | None:
+    """Export this process's spans over OTLP/HTTP when the standard OpenTelemetry variables ask for
+    it (`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`; the exporter reads its
+    headers, timeout and certificate from the standard variables too). The service is named
+    `nango-<service>` unless `OTEL_SERVICE_NAME` names it. `OTEL_SDK_DISABLED=true` or
+    `OTEL_TRACES_EXPORTER=none` turns it off. Returns the function that flushes and stops the export
+    (None when nothing was installed). Without it, no span is made: only the W3C trace context a
+    caller sent crosses the services (nango.grpckit)."""
+    env = os.environ
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    if env.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() != "otlp":
+        return None
+    if not (env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")):
+        return None
+    protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or ""
+    if protocol.strip() not in ("", "http/protobuf"):
+        logging.getLogger(__name__).warning(
+            "only OTLP over HTTP (http/protobuf) is exported; spans are not exported", extra={"protocol": protocol}
+        )
+        return None
+    from opentelemetry import trace
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    attributes = {"service.namespace": "nango"}
+    if not env.get("OTEL_SERVICE_NAME"):
+        attributes["service.name"] = f"nango-{service}"
+    provider = TracerProvider(resource=Resource.create(attributes))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    return provider.shutdown
+
+
+__all__ = ["JsonFormatter", "configure_logging", "configure_tracing", "known_secrets", "redact_text", "register_secret"]
