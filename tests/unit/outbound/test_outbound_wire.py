@@ -399,13 +399,16 @@ class Answers(AbstractResolver):
         return None
 
 
-def _swallowing_listener() -> tuple[socket.socket, list[socket.socket]]:
+def _swallowing_listener(port: int) -> tuple[socket.socket, list[socket.socket]]:
     """A listener on 127.0.0.2 whose accept queue is full: a new connection attempt gets no answer
     at all (Linux drops the SYN), like an address with a route to nowhere."""
     listener = socket.socket()
-    listener.bind(("127.0.0.2", 0))
+    try:
+        listener.bind(("127.0.0.2", port))
+    except OSError:
+        listener.close()
+        raise
     listener.listen(0)
-    port = listener.getsockname()[1]
     fillers: list[socket.socket] = []
     for _ in range(8):
         probe = socket.socket()
@@ -418,9 +421,18 @@ def _swallowing_listener() -> tuple[socket.socket, list[socket.socket]]:
 
 
 async def test_an_address_that_swallows_connections_costs_a_moment_not_the_call() -> None:
-    listener, fillers = _swallowing_listener()
-    port = listener.getsockname()[1]
-    upstream = await asyncio.start_server(answering(OK), "127.0.0.1", port)
+    # the upstream on 127.0.0.1 and the swallowing listener on 127.0.0.2 share a port: one the system
+    # gave the upstream, taken on 127.0.0.2 too when it is free there
+    for _ in range(20):
+        upstream = await asyncio.start_server(answering(OK), "127.0.0.1", 0)
+        port = upstream.sockets[0].getsockname()[1]
+        try:
+            listener, fillers = _swallowing_listener(port)
+            break
+        except OSError:
+            upstream.close()
+    else:
+        raise AssertionError("no port free on both 127.0.0.1 and 127.0.0.2")
     dns = Answers(["127.0.0.2", "127.0.0.1"])
     url = URL(f"http://api.dual.test:{port}/")
     try:
