@@ -16,10 +16,12 @@ from nango.outbound.policy import (
 )
 from nango.outbound.resolver import PinningResolver
 from nango.outbound.settings import OutboundSettings
+from nango.outbound.wire import USER_AGENT
 
 __all__ = [
     "DEFAULT_DENYLIST",
     "PERMISSIVE",
+    "USER_AGENT",
     "Body",
     "OutboundClient",
     "OutboundDenied",

@@ -125,10 +125,6 @@ class WireResponse:
     def content(self) -> WireResponse:
         return self
 
-    @property
-    def request_info(self) -> RequestInfo:
-        return RequestInfo(self.url, self.method, CIMultiDictProxy(CIMultiDict()), self.url)
-
     # fed by the connection
 
     def _feed(self, chunk: bytes) -> None:
@@ -235,7 +231,6 @@ class _Connection(asyncio.Protocol):
         # counted against the pool's limits (until it closes)
         self.counted = False
         self.idle_since = 0.0
-        self.exchanges = 0
         # the exchange under way
         # held weakly: an answer its caller dropped unreleased is collected, and gives its connection back
         self._response: weakref.ReferenceType[WireResponse] | None = None
@@ -392,7 +387,6 @@ class _Connection(asyncio.Protocol):
         self._got_bytes = False
         self._until_eof = False
         self._last_read = self.loop.time()
-        self.exchanges += 1
         if body and len(body) <= 65536:
             self.transport.write(head + body)
         else:

@@ -8,9 +8,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from nango import __version__
+# the outbound client's own, on every request it sends
+from nango.outbound import USER_AGENT
 
-USER_AGENT = f"nango-py/{__version__}"
 DELIVERY_ID_HEADER = "X-Nango-Delivery-Id"
 HMAC_HEADER = "X-Nango-Hmac-Sha256"
 LEGACY_SIGNATURE_HEADER = "X-Nango-Signature"

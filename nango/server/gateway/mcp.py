@@ -27,7 +27,7 @@ from aiohttp import web
 from pydantic import Field
 
 from nango import __version__
-from nango.errors import NangoError
+from nango.errors import NangoError, NotFound
 from nango.server.actions import ActionFailed, CallerGone
 from nango.server.errors import UnknownConnection
 from nango.server.gateway.context import GATEWAY
@@ -108,8 +108,6 @@ class ConnectionTools:
             raise RpcError(INVALID_PARAMS, "tools/call needs the tool's name")
         if arguments is not None and not isinstance(arguments, dict):
             raise RpcError(INVALID_PARAMS, "tools/call arguments must be an object")
-        if name not in {tool["name"] for tool in await self.list()}:
-            raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}")
         headers = self.headers
         try:
             output = await self.gw.actions.run(
@@ -120,6 +118,9 @@ class ConnectionTools:
                 arguments or None,
                 disconnected=self._disconnected,
             )
+        except NotFound:
+            # no such action, or a disabled one: not among the tools
+            raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}") from None
         except ActionFailed as exc:
             return {"content": [{"type": "text", "text": _text(exc.to_envelope())}], "isError": True}
         result: dict[str, Any] = {"content": [{"type": "text", "text": _text(output)}], "isError": False}
